@@ -1,0 +1,10 @@
+"""GenAI Factory LLM Gateway (catalog item 1): not built yet; see this module's README."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("genai-factory-llm-gateway")
+except PackageNotFoundError:  # running from a source tree without installing
+    __version__ = "0.0.0"
+
+__all__ = ["__version__"]

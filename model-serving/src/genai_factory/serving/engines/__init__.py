@@ -1,0 +1,1 @@
+"""Inference engines. Each implements :class:`genai_factory.shared.contracts.ChatModel`."""

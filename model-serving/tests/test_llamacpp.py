@@ -1,0 +1,127 @@
+"""The llama.cpp engine against the real packaged SmolLM2 model (no scripted model here)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from genai_factory.serving.engines.llamacpp import LlamaCppChatModel
+from genai_factory.shared.contracts import ChatModel
+from genai_factory.shared.errors import ValidationError
+from genai_factory.shared.factory import build_component, dump_component
+from genai_factory.shared.models import ChatCompletionRequest
+
+pytestmark = pytest.mark.integration
+
+
+def _request(prompt: str, **extra: object) -> ChatCompletionRequest:
+    return ChatCompletionRequest.model_validate(
+        {
+            "model": "smollm2",
+            "messages": [{"role": "user", "content": prompt}],
+            "temperature": 0,
+            **extra,
+        }
+    )
+
+
+def test_it_satisfies_the_chat_model_contract(smollm2: LlamaCppChatModel) -> None:
+    assert isinstance(smollm2, ChatModel)
+
+
+async def test_answers_with_text_and_usage(smollm2: LlamaCppChatModel) -> None:
+    answer = await smollm2.complete(_request("What is the capital of France?", max_tokens=24))
+    assert answer.model == "smollm2"
+    assert answer.text().strip()
+    assert answer.usage is not None
+    assert answer.usage.prompt_tokens > 5
+    assert 0 < answer.usage.completion_tokens <= 24
+    assert answer.choices[0].finish_reason in {"stop", "length"}
+
+
+async def test_greedy_answers_repeat_and_streaming_matches(smollm2: LlamaCppChatModel) -> None:
+    request = _request("Name three colours.", max_tokens=20)
+    first = await smollm2.complete(request)
+    second = await smollm2.complete(request)
+    assert first.text() == second.text()
+    pieces = [
+        choice.delta.content or ""
+        async for chunk in smollm2.stream(request)
+        for choice in chunk.choices
+    ]
+    assert "".join(pieces) == first.text()
+
+
+async def test_max_tokens_caps_the_answer_with_finish_reason_length(
+    smollm2: LlamaCppChatModel,
+) -> None:
+    answer = await smollm2.complete(_request("Write a long story about a dragon.", max_tokens=4))
+    assert answer.usage is not None and answer.usage.completion_tokens == 4
+    assert answer.choices[0].finish_reason == "length"
+
+
+async def test_the_stream_ends_with_a_finish_reason(smollm2: LlamaCppChatModel) -> None:
+    finishes = [
+        choice.finish_reason
+        async for chunk in smollm2.stream(_request("Say hi.", max_tokens=6))
+        for choice in chunk.choices
+        if choice.finish_reason
+    ]
+    assert finishes and finishes[-1] in {"stop", "length"}
+
+
+async def test_closing_a_stream_early_frees_the_model_at_once(smollm2: LlamaCppChatModel) -> None:
+    stream = smollm2.stream(_request("Count from one to one hundred.", max_tokens=200))
+    received = 0
+    async for _ in stream:
+        received += 1
+        if received == 3:
+            break
+    await stream.aclose()
+    # the next request gets its turn without waiting for 200 tokens of the abandoned one
+    answer = await asyncio.wait_for(smollm2.complete(_request("Hi", max_tokens=3)), timeout=10)
+    assert answer.usage is not None and answer.usage.completion_tokens <= 3
+
+
+async def test_json_mode_gives_valid_json(smollm2: LlamaCppChatModel) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    answer = await smollm2.complete(
+        _request(
+            "Give the capital of Italy as JSON.",
+            max_tokens=40,
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "city", "schema": schema},
+            },
+        )
+    )
+    assert isinstance(json.loads(answer.text())["city"], str)
+
+
+async def test_a_prompt_longer_than_the_context_is_a_validation_error(
+    smollm2: LlamaCppChatModel,
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        await smollm2.complete(_request("word " * 3000, max_tokens=4))
+    assert info.value.code == "context_length_exceeded"
+    with pytest.raises(ValidationError):
+        async for _ in smollm2.stream(_request("word " * 3000, max_tokens=4)):
+            pass
+
+
+def test_builds_from_config_and_dumps_back() -> None:
+    spec = {
+        "type": "genai_factory.serving.engines.llamacpp:LlamaCppChatModel",
+        "params": {"model": "smollm2", "context_window": 512},
+    }
+    model = build_component(spec, ChatModel)
+    assert dump_component(model)["params"]["context_window"] == 512
+    assert build_component(dump_component(model), ChatModel).to_params() == model.to_params()
+
+
+@pytest.mark.parametrize("params", [{"context_window": 10}, {"default_max_tokens": 0}])
+def test_bad_engine_params_are_rejected(params: dict[str, int]) -> None:
+    with pytest.raises(ValueError, match="at least"):
+        LlamaCppChatModel("smollm2", **params)
