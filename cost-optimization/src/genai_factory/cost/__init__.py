@@ -1,4 +1,10 @@
-"""GenAI Factory Cost Optimization (catalog item 15): not built yet; see this module's README."""
+"""GenAI Factory Cost Optimization (catalog item 15): token and money budgets, spend ledger, prices.
+
+- :mod:`genai_factory.cost.budgets`: ``BudgetPolicyEngine`` (the ``BudgetPolicy`` contract);
+- :mod:`genai_factory.cost.backends` / :mod:`genai_factory.cost.redis_backend`: atomic counters;
+- :mod:`genai_factory.cost.ledger`: ``SQLiteSpendLedger`` / ``PostgresSpendLedger`` (``SpendLedger``);
+- :mod:`genai_factory.cost.prices`, :mod:`genai_factory.cost.estimator`, :mod:`genai_factory.cost.periods`.
+"""
 
 from importlib.metadata import PackageNotFoundError, version
 

@@ -1,0 +1,236 @@
+"""Budget check + settle latency: reserve and settle, one call after another, p50/p99.
+
+Runs each configuration in this process against the real components: the in-process backend and
+the Redis backend (loopback), each without a ledger (the counters alone) and with the default
+SQLite ledger (an fsync'd commit per settle). Every reservation touches five budgets: a per-request
+limit and the caller's key, user, team and org. Writes ``results/budgets.json`` and prints a
+Markdown table for the README.
+
+Usage: python benchmarks/run.py [--calls N] [--warmup N] [--concurrency N] [--redis-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import redis
+
+from genai_factory.cost.backends import BudgetBackend, InProcessBudgetBackend
+from genai_factory.cost.budgets import BudgetPolicyEngine
+from genai_factory.cost.ledger import SQLiteSpendLedger
+from genai_factory.cost.redis_backend import RedisBudgetBackend
+from genai_factory.shared.models import (
+    ChatCompletionRequest,
+    CostRecord,
+    Principal,
+)
+
+HERE = Path(__file__).resolve().parent
+BUDGETS: list[dict[str, Any]] = [
+    {"scope": "request", "limit_usd": "5"},
+    {"scope": "key", "period": "daily", "limit_usd": "1000000"},
+    {"scope": "user", "period": "daily", "limit_tokens": 10**12},
+    {"scope": "team", "period": "monthly", "limit_usd": "1000000"},
+    {"scope": "org", "period": "total", "limit_usd": "1000000"},
+]
+PRINCIPAL = Principal(subject="bench", key_id="k1", user_id="u1", team_id="t1", org_id="o1")
+REQUEST = ChatCompletionRequest(
+    model="bench-model", max_tokens=128, messages=[{"role": "user", "content": "hello " * 50}]
+)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+async def one_call(engine: BudgetPolicyEngine, i: int) -> tuple[float, float]:
+    start = time.perf_counter()
+    reservation = await engine.reserve(PRINCIPAL, REQUEST, Decimal("0.0030"))
+    reserved = time.perf_counter()
+    record = CostRecord(
+        request_id=f"bench-{uuid.uuid4().hex}-{i}",
+        model="bench-model",
+        input_tokens=80,
+        output_tokens=60,
+        cost_usd=Decimal("0.0021"),
+    )
+    await engine.settle(reservation, record)
+    settled = time.perf_counter()
+    return (reserved - start) * 1000, (settled - reserved) * 1000
+
+
+async def measure(
+    name: str, engine: BudgetPolicyEngine, calls: int, warmup: int, concurrency: int
+) -> dict[str, Any]:
+    for i in range(warmup):
+        await one_call(engine, -i - 1)
+    reserve_ms: list[float] = []
+    settle_ms: list[float] = []
+    for i in range(calls):
+        r, s = await one_call(engine, i)
+        reserve_ms.append(r)
+        settle_ms.append(s)
+    total_ms = [r + s for r, s in zip(reserve_ms, settle_ms, strict=True)]
+
+    # throughput with several callers at once (one event loop, like one gateway replica)
+    per_task = max(1, calls // concurrency)
+
+    async def worker(t: int) -> None:
+        for j in range(per_task):
+            await one_call(engine, 2 * 10**6 + t * per_task + j)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(t) for t in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    result = {
+        "name": name,
+        "calls": calls,
+        "reserve_ms": {"p50": percentile(reserve_ms, 50), "p99": percentile(reserve_ms, 99)},
+        "settle_ms": {"p50": percentile(settle_ms, 50), "p99": percentile(settle_ms, 99)},
+        "reserve_plus_settle_ms": {
+            "p50": percentile(total_ms, 50),
+            "p99": percentile(total_ms, 99),
+            "mean": statistics.fmean(total_ms),
+        },
+        "concurrent": {
+            "tasks": concurrency,
+            "calls": per_task * concurrency,
+            "calls_per_s": per_task * concurrency / elapsed,
+        },
+        "raw_reserve_plus_settle_ms": [round(v, 4) for v in total_ms],
+    }
+    print(
+        f"  {name}: reserve+settle p50 {result['reserve_plus_settle_ms']['p50']:.3f} ms, "
+        f"p99 {result['reserve_plus_settle_ms']['p99']:.3f} ms",
+        flush=True,
+    )
+    return result
+
+
+def versions() -> dict[str, str]:
+    names = ("genai-factory-cost-optimization", "redis", "pydantic")
+    found = {name: importlib.metadata.version(name) for name in names}
+    found["python"] = platform.python_version()
+    return found
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    load_at_start = os.getloadavg()[0]  # other work on the machine moves the tail latencies
+    results: list[dict[str, Any]] = []
+    prefix = f"gfbench:{uuid.uuid4().hex[:10]}:"
+    with tempfile.TemporaryDirectory() as tmp:
+        setups: list[tuple[str, str, bool]] = [
+            ("in-process, counters only", "memory", False),
+            ("Redis (loopback), counters only", "redis", False),
+            ("in-process + SQLite ledger (fsync)", "memory", True),
+            ("Redis (loopback) + SQLite ledger (fsync)", "redis", True),
+        ]
+        for name, kind, with_ledger in setups:
+            backend: BudgetBackend = (
+                RedisBudgetBackend(args.redis_url, key_prefix=prefix + kind + str(with_ledger))
+                if kind == "redis"
+                else InProcessBudgetBackend()
+            )
+            engine = BudgetPolicyEngine(
+                budgets=BUDGETS,
+                backend=backend,
+                ledger=SQLiteSpendLedger(Path(tmp) / f"{kind}.sqlite3") if with_ledger else None,
+                record_spend=with_ledger,
+            )
+            try:
+                results.append(
+                    await measure(name, engine, args.calls, args.warmup, args.concurrency)
+                )
+            finally:
+                await engine.close()
+    client = redis.Redis.from_url(args.redis_url)
+    try:
+        server = client.info("server")
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+    return {
+        "benchmark": "budgets",
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "redis_server": server.get("redis_version"),
+            "load_average_1m": {"start": load_at_start, "end": os.getloadavg()[0]},
+        },
+        "versions": versions(),
+        "parameters": {
+            "calls": args.calls,
+            "warmup": args.warmup,
+            "concurrency": args.concurrency,
+            "budgets_per_call": len(BUDGETS),
+            "redis_url": args.redis_url,
+        },
+        "results": results,
+    }
+
+
+def table(report: dict[str, Any]) -> str:
+    lines = [
+        "| configuration | reserve p50 / p99 (ms) | settle p50 / p99 (ms) | "
+        "reserve + settle p50 / p99 (ms) | calls/s with "
+        f"{report['parameters']['concurrency']} concurrent callers |",
+        "|---|---|---|---|---|",
+    ]
+    for r in report["results"]:
+        lines.append(
+            f"| {r['name']} | {r['reserve_ms']['p50']:.3f} / {r['reserve_ms']['p99']:.3f} | "
+            f"{r['settle_ms']['p50']:.3f} / {r['settle_ms']['p99']:.3f} | "
+            f"{r['reserve_plus_settle_ms']['p50']:.3f} / {r['reserve_plus_settle_ms']['p99']:.3f} | "
+            f"{r['concurrent']['calls_per_s']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("GF_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+    )
+    args = parser.parse_args()
+    print(f"budgets benchmark: {args.calls} calls per configuration", flush=True)
+    report = asyncio.run(run(args))
+    out = HERE / "results" / "budgets.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {out.relative_to(HERE.parent)}\n")
+    print(table(report))
+    print(
+        f"\nmachine: {report['machine']['platform']}, {report['machine']['cpu_count']} CPUs, "
+        f"Python {report['versions']['python']}, Redis {report['machine']['redis_server']}, "
+        f"load average {report['machine']['load_average_1m']['start']:.1f} -> "
+        f"{report['machine']['load_average_1m']['end']:.1f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,363 @@
+"""Budget counters in Redis: every operation is one Lua script, so it is atomic across replicas.
+
+Keys under ``key_prefix``:
+
+- ``c:<counter>``: a counter (integer nano-USD or tokens), expiring after its window;
+- ``r:<reservation id>``: a hash with the reservation's state and held amounts per counter;
+- ``exp``: a sorted set of held reservations by deadline (Redis server time, ms);
+- ``outbox``: settled spend records the ledger has not confirmed yet.
+
+``reserve`` first releases up to ``sweep_batch`` reservations whose deadline passed, then checks
+every hard limit and increments every counter, or none. ``settle`` swaps the held amount for the
+real one and moves the record to the outbox; ``release`` gives the hold back. A settle or release
+of a reservation already settled changes nothing. The scripts use the server's clock, so replicas
+with skewed clocks agree on deadlines.
+
+The scripts touch keys they are not passed (the swept reservations and their counters), so they
+need a standalone Redis (or Sentinel); Redis Cluster is not supported.
+
+Example (needs a Redis server)::
+
+    backend = RedisBudgetBackend("redis://127.0.0.1:6379/0", key_prefix="myapp:cost:")
+    outcome = await backend.reserve("res-1", [Hold("b|team:a|total", "usd", 10, 100)])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from genai_factory.cost.backends import (
+    DEFAULT_KEEP_S,
+    DEFAULT_RESERVATION_TTL_S,
+    CounterChange,
+    Hold,
+    ReserveOutcome,
+    SettleOutcome,
+    SettleStatus,
+    _check_ttl,
+)
+from genai_factory.shared.errors import ConfigError, ServiceUnavailable
+
+__all__ = ["RedisBudgetBackend"]
+
+# Releases the holds of reservations whose deadline passed (shared by every script).
+_SWEEP = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function give_back(rkey, prefix)
+  local n = tonumber(redis.call('HGET', rkey, 'n') or '0')
+  for i = 1, n do
+    local f = redis.call('HMGET', rkey, 'k' .. i, 'a' .. i)
+    local ckey = prefix .. 'c:' .. f[1]
+    if redis.call('EXISTS', ckey) == 1 then
+      redis.call('DECRBY', ckey, f[2])
+    end
+  end
+end
+local function sweep(zkey, prefix, now, batch)
+  local ids = redis.call('ZRANGEBYSCORE', zkey, '-inf', now, 'LIMIT', 0, batch)
+  for _, id in ipairs(ids) do
+    local rkey = prefix .. 'r:' .. id
+    if redis.call('HGET', rkey, 'state') == 'held' then
+      give_back(rkey, prefix)
+      redis.call('HSET', rkey, 'state', 'expired')
+    end
+    redis.call('ZREM', zkey, id)
+  end
+  return #ids
+end
+"""
+
+# KEYS: exp, r:<id>, c:<counter>...
+# ARGV: id, ttl_ms, keep_ms, prefix, sweep_batch, then per counter: name, unit, amount, limit,
+# mode, expire_at
+_RESERVE = (
+    _SWEEP
+    + """
+local now = now_ms()
+sweep(KEYS[1], ARGV[4], now, tonumber(ARGV[5]))
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return redis.error_reply('reservation id already in use')
+end
+local n = (#ARGV - 5) / 6
+local before = {}
+for i = 1, n do
+  local b = 5 + (i - 1) * 6
+  local used = tonumber(redis.call('GET', KEYS[2 + i]) or '0')
+  before[i] = used
+  if ARGV[b + 5] == 'hard' then
+    local limit = tonumber(ARGV[b + 4])
+    if used >= limit or used + tonumber(ARGV[b + 3]) > limit then
+      return {0, i, used}
+    end
+  end
+end
+local reply = {1}
+local fields = {'state', 'held', 'n', n}
+for i = 1, n do
+  local b = 5 + (i - 1) * 6
+  local after = redis.call('INCRBY', KEYS[2 + i], ARGV[b + 3])
+  if tonumber(ARGV[b + 6]) > 0 then
+    redis.call('EXPIREAT', KEYS[2 + i], ARGV[b + 6])
+  end
+  table.insert(reply, before[i])
+  table.insert(reply, after)
+  for _, v in ipairs({'k' .. i, ARGV[b + 1], 'u' .. i, ARGV[b + 2], 'a' .. i, ARGV[b + 3],
+                      'e' .. i, ARGV[b + 6]}) do
+    table.insert(fields, v)
+  end
+end
+redis.call('HSET', KEYS[2], unpack(fields))
+redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[2]) + tonumber(ARGV[3]))
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+return reply
+"""
+)
+
+# KEYS: exp, r:<id>, outbox, then the fallback counters c:<counter>...
+# ARGV: id, usd_nano, tokens, payload, keep_ms, prefix, sweep_batch, then per fallback counter:
+# name, unit, expire_at
+_SETTLE = (
+    _SWEEP
+    + """
+local now = now_ms()
+sweep(KEYS[1], ARGV[6], now, tonumber(ARGV[7]))
+local state = redis.call('HGET', KEYS[2], 'state')
+if state == 'settled' then
+  return {'duplicate'}
+end
+local actual = {usd = ARGV[2], tokens = ARGV[3]}
+local reply = {}
+local function apply(ckey, name, amount, held, expire_at)
+  local before = tonumber(redis.call('GET', ckey) or '0')
+  if held then
+    if redis.call('EXISTS', ckey) == 0 then
+      return  -- the window is over and its counter dropped
+    end
+    redis.call('DECRBY', ckey, held)
+  end
+  redis.call('INCRBY', ckey, amount)
+  if tonumber(expire_at) > 0 then
+    redis.call('EXPIREAT', ckey, expire_at)
+  end
+  table.insert(reply, name)
+  table.insert(reply, before)
+  table.insert(reply, tonumber(redis.call('GET', ckey) or '0'))
+end
+local status = 'late'
+if state then
+  if state == 'held' then status = 'settled' end
+  local n = tonumber(redis.call('HGET', KEYS[2], 'n') or '0')
+  for i = 1, n do
+    local f = redis.call('HMGET', KEYS[2], 'k' .. i, 'u' .. i, 'a' .. i, 'e' .. i)
+    local held = nil
+    if state == 'held' then held = f[3] end
+    apply(ARGV[6] .. 'c:' .. f[1], f[1], actual[f[2]], held, f[4])
+  end
+else
+  local m = (#ARGV - 7) / 3
+  for i = 1, m do
+    local b = 7 + (i - 1) * 3
+    apply(KEYS[3 + i], ARGV[b + 1], actual[ARGV[b + 2]], nil, ARGV[b + 3])
+  end
+end
+redis.call('HSET', KEYS[2], 'state', 'settled')
+redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[5]))
+redis.call('ZREM', KEYS[1], ARGV[1])
+if ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
+end
+table.insert(reply, 1, status)
+return reply
+"""
+)
+
+# KEYS: exp, r:<id>   ARGV: id, keep_ms, prefix, sweep_batch
+_RELEASE = (
+    _SWEEP
+    + """
+local now = now_ms()
+sweep(KEYS[1], ARGV[3], now, tonumber(ARGV[4]))
+if redis.call('HGET', KEYS[2], 'state') ~= 'held' then
+  return 0
+end
+give_back(KEYS[2], ARGV[3])
+redis.call('HSET', KEYS[2], 'state', 'released')
+redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[2]))
+redis.call('ZREM', KEYS[1], ARGV[1])
+return 1
+"""
+)
+
+# KEYS: exp   ARGV: prefix, sweep_batch
+_SWEEP_ONLY = _SWEEP + "\nreturn sweep(KEYS[1], ARGV[1], now_ms(), tonumber(ARGV[2]))\n"
+
+
+@contextlib.contextmanager
+def _store_errors() -> Iterator[None]:
+    """An unreachable or timed-out Redis is a 503 the caller may retry, never a bare 500."""
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        raise ServiceUnavailable(
+            f"budget store unavailable: {type(exc).__name__}", retry_after=1.0
+        ) from exc
+
+
+class RedisBudgetBackend:
+    """Budget counters in Redis, exact across processes and replicas (atomic Lua scripts).
+
+    ``url`` (or the environment variable named by ``url_env``, which keeps a password out of the
+    config file) points at the server; ``key_prefix`` isolates this deployment's keys.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        key_prefix: str = "gf:cost:",
+        reservation_ttl_s: float = DEFAULT_RESERVATION_TTL_S,
+        keep_s: float = DEFAULT_KEEP_S,
+        sweep_batch: int = 100,
+        url_env: str | None = None,
+        timeout_s: float = 5.0,
+    ) -> None:
+        _check_ttl(reservation_ttl_s, keep_s)
+        if sweep_batch < 1:
+            raise ConfigError("'sweep_batch' must be at least 1", param="sweep_batch")
+        if url_env is not None and not os.environ.get(url_env):
+            raise ConfigError(
+                f"environment variable {url_env} (url_env) is not set", param="url_env"
+            )
+        self.url = url
+        self.key_prefix = key_prefix
+        self.reservation_ttl_s = reservation_ttl_s
+        self.keep_s = keep_s
+        self.sweep_batch = sweep_batch
+        self.url_env = url_env
+        self.timeout_s = timeout_s
+        address = os.environ[url_env] if url_env else url
+        self._client = aioredis.Redis.from_url(
+            address,
+            decode_responses=True,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+        )
+        self._reserve = self._client.register_script(_RESERVE)
+        self._settle = self._client.register_script(_SETTLE)
+        self._release = self._client.register_script(_RELEASE)
+        self._sweep = self._client.register_script(_SWEEP_ONLY)
+
+    def _key(self, kind: str, name: str = "") -> str:
+        return f"{self.key_prefix}{kind}{name}"
+
+    @property
+    def _ttl_ms(self) -> int:
+        return max(1, round(self.reservation_ttl_s * 1000))
+
+    @property
+    def _keep_ms(self) -> int:
+        return max(1, round(self.keep_s * 1000))
+
+    async def reserve(self, reservation_id: str, holds: Sequence[Hold]) -> ReserveOutcome:
+        keys = [self._key("exp"), self._key("r:", reservation_id)]
+        args: list[Any] = [
+            reservation_id,
+            self._ttl_ms,
+            self._keep_ms,
+            self.key_prefix,
+            self.sweep_batch,
+        ]
+        for hold in holds:
+            keys.append(self._key("c:", hold.counter))
+            args += [hold.counter, hold.unit, hold.amount, hold.limit, hold.mode, hold.expire_at]
+        with _store_errors():
+            reply = cast(list[Any], await self._reserve(keys=keys, args=args))
+        if int(reply[0]) == 0:
+            return ReserveOutcome(
+                False, blocked=holds[int(reply[1]) - 1].counter, blocked_used=int(reply[2])
+            )
+        changes = tuple(
+            CounterChange(hold.counter, int(reply[1 + 2 * i]), int(reply[2 + 2 * i]))
+            for i, hold in enumerate(holds)
+        )
+        return ReserveOutcome(True, changes)
+
+    async def settle(
+        self,
+        reservation_id: str,
+        *,
+        usd_nano: int,
+        tokens: int,
+        fallback: Sequence[Hold],
+        payload: str,
+    ) -> SettleOutcome:
+        keys = [self._key("exp"), self._key("r:", reservation_id), self._key("outbox")]
+        args: list[Any] = [
+            reservation_id,
+            usd_nano,
+            tokens,
+            payload,
+            self._keep_ms,
+            self.key_prefix,
+            self.sweep_batch,
+        ]
+        for hold in fallback:
+            keys.append(self._key("c:", hold.counter))
+            args += [hold.counter, hold.unit, hold.expire_at]
+        with _store_errors():
+            reply = cast(list[Any], await self._settle(keys=keys, args=args))
+        status = cast(SettleStatus, str(reply[0]))
+        changes = tuple(
+            CounterChange(str(reply[i]), int(reply[i + 1]), int(reply[i + 2]))
+            for i in range(1, len(reply), 3)
+        )
+        return SettleOutcome(status, changes)
+
+    async def release(self, reservation_id: str) -> bool:
+        keys = [self._key("exp"), self._key("r:", reservation_id)]
+        args: list[Any] = [reservation_id, self._keep_ms, self.key_prefix, self.sweep_batch]
+        with _store_errors():
+            return int(await self._release(keys=keys, args=args)) == 1
+
+    async def acknowledge(self, reservation_id: str) -> None:
+        with _store_errors():
+            await self._client.hdel(self._key("outbox"), reservation_id)
+
+    async def pending(self) -> list[tuple[str, str]]:
+        with _store_errors():
+            entries = await self._client.hgetall(self._key("outbox"))
+        return [(str(k), str(v)) for k, v in entries.items()]
+
+    async def usage(self, counters: Sequence[str]) -> dict[str, int]:
+        if not counters:
+            return {}
+        with _store_errors():
+            values = await self._client.mget([self._key("c:", c) for c in counters])
+        return {c: int(v or 0) for c, v in zip(counters, values, strict=True)}
+
+    async def seed(self, counter: str, amount: int, expire_at: int = 0) -> bool:
+        key = self._key("c:", counter)
+        with _store_errors():
+            if expire_at:
+                done = await self._client.set(key, amount, nx=True, exat=expire_at)
+            else:
+                done = await self._client.set(key, amount, nx=True)
+        return bool(done)
+
+    async def sweep(self) -> int:
+        with _store_errors():
+            swept = await self._sweep(
+                keys=[self._key("exp")], args=[self.key_prefix, self.sweep_batch]
+            )
+        return int(swept)
+
+    async def close(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,172 @@
+"""The spend ledger (SpendLedger contract) on SQLite and on real PostgreSQL."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from genai_factory.cost.ledger import PostgresSpendLedger, SQLiteSpendLedger, parse_scope
+from genai_factory.shared.contracts import SpendLedger
+from genai_factory.shared.errors import ConfigError, ServiceUnavailable, ValidationError
+from genai_factory.shared.models import CostRecord
+
+JAN = datetime(2025, 1, 15, 12, tzinfo=UTC).timestamp()
+FEB = datetime(2025, 2, 1, tzinfo=UTC).timestamp()
+
+
+def call(request_id: str, cost: str, when: float, **fields: Any) -> CostRecord:
+    return CostRecord(
+        request_id=request_id,
+        model=fields.pop("model", "big"),
+        cost_usd=Decimal(cost),
+        timestamp=datetime.fromtimestamp(when, UTC),
+        **fields,
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def any_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    if request.param == "sqlite":
+        ledger: Any = SQLiteSpendLedger(tmp_path / "spend.sqlite3")
+    else:
+        ledger = PostgresSpendLedger(request.getfixturevalue("postgres_schema_dsn"))
+    yield ledger
+    await ledger.close()
+
+
+async def test_records_once_and_sums_exactly_by_scope_and_time(any_ledger: Any) -> None:
+    assert isinstance(any_ledger, SpendLedger)
+    records = [
+        call("a", "0.000000000001", JAN, team_id="t1", org_id="o", user_id="u1", key_id="k1"),
+        call("b", "1.100000000000", JAN + 60, team_id="t1", org_id="o", subject="s1"),
+        call(
+            "c",
+            "2.5",
+            FEB + 1,
+            team_id="t2",
+            org_id="o",
+            model="small",
+            provider="p",
+            input_tokens=30,
+            output_tokens=12,
+            cached_input_tokens=10,
+            tags={"app": "x"},
+            cache_hit=True,
+            route="/v1/chat/completions",
+            deployment="d",
+        ),
+    ]
+    for record in records:
+        await any_ledger.record(record)
+    assert await any_ledger.record_if_new(records[0]) is False  # same request id: ignored
+    assert await any_ledger.total("all") == Decimal("3.600000000001")
+    assert await any_ledger.total("team:t1") == Decimal("1.100000000001")
+    assert await any_ledger.total("org:o", since_epoch_s=FEB) == Decimal("2.5")
+    assert await any_ledger.total("user:u1") == Decimal("0.000000000001")
+    assert await any_ledger.total("key:k1") == Decimal("0.000000000001")
+    assert await any_ledger.total("subject:s1") == Decimal("1.1")
+    assert await any_ledger.total("model:small") == Decimal("2.5")
+    assert await any_ledger.total("team:nobody") == 0
+    usage = await any_ledger.usage("provider:p", JAN, FEB + 2)
+    assert (usage.input_tokens, usage.output_tokens, usage.tokens, usage.records) == (30, 12, 42, 1)
+    january = await any_ledger.usage("org:o", until_epoch_s=FEB)
+    assert january.records == 2
+    stored = await any_ledger.records("org:o")
+    assert [r.request_id for r in stored] == ["a", "b", "c"]
+    assert stored[2] == records[2]  # every field survives the round trip
+    assert [r.request_id for r in await any_ledger.records(since_epoch_s=FEB)] == ["c"]
+    assert len(await any_ledger.records(limit=1)) == 1
+
+
+@pytest.mark.parametrize("scope", ["", "team", "team:", "planet:x", "org-o"])
+async def test_bad_scopes_and_bounds_are_validation_errors(any_ledger: Any, scope: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        await any_ledger.total(scope)
+    assert caught.value.param == "scope"
+    with pytest.raises(ValidationError):
+        await any_ledger.total("all", since_epoch_s=float("nan"))
+
+
+def test_scope_parsing() -> None:
+    assert parse_scope("all") == (None, None) and parse_scope("*") == (None, None)
+    assert parse_scope("team:a:b") == ("team_id", "a:b")
+
+
+async def test_sqlite_commits_are_fsynced_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "folder" / "spend.sqlite3"
+    ledger = SQLiteSpendLedger(path)
+    await ledger.record(call("a", "1", JAN))
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT count(*) FROM cost_records").fetchone()[0] == 1
+    finally:
+        conn.close()
+    assert ledger._connection().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    await ledger.close()
+
+
+async def test_two_ledgers_on_one_file_share_records(tmp_path: Path) -> None:
+    first, second = SQLiteSpendLedger(tmp_path / "s.db"), SQLiteSpendLedger(tmp_path / "s.db")
+    await first.record(call("a", "1", JAN))
+    await second.record(call("a", "1", JAN))
+    await second.record(call("b", "2", JAN))
+    assert await first.total("all") == 3
+    await first.close()
+    await second.close()
+
+
+async def test_sqlite_sums_past_the_integer_range_exactly(tmp_path: Path) -> None:
+    ledger = SQLiteSpendLedger(tmp_path / "big.db")
+    # 9.2 million USD overflows a 64-bit count of pico-dollars; the sum falls back to Decimal
+    for i in range(3):
+        await ledger.record(call(f"r{i}", "4000000.000000000001", JAN))
+    assert await ledger.total("all") == Decimal("12000000.000000000003")
+    await ledger.close()
+
+
+def test_ledger_config_errors_name_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError) as caught:
+        SQLiteSpendLedger("x.db", busy_timeout_s=0)
+    assert caught.value.param == "busy_timeout_s"
+    with pytest.raises(ConfigError) as caught:
+        PostgresSpendLedger()
+    assert caught.value.param == "dsn"
+    with pytest.raises(ConfigError) as caught:
+        PostgresSpendLedger("postgresql://x", table="costs; DROP TABLE users")
+    assert caught.value.param == "table"
+    monkeypatch.delenv("GF_TEST_NO_SUCH_DSN", raising=False)
+    with pytest.raises(ConfigError) as caught:
+        PostgresSpendLedger(dsn_env="GF_TEST_NO_SUCH_DSN")
+    assert caught.value.param == "dsn_env"
+
+
+async def test_postgres_ledger_reads_its_dsn_from_the_environment(
+    postgres_schema_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GF_TEST_COST_LEDGER_DSN", postgres_schema_dsn)
+    ledger = PostgresSpendLedger(dsn_env="GF_TEST_COST_LEDGER_DSN", table="spend")
+    await ledger.record(call("a", "0.5", JAN, org_id="o"))
+    assert await ledger.total("org:o") == Decimal("0.5")
+    await ledger.close()
+    await ledger.close()  # closing twice is harmless
+
+
+async def test_an_unreachable_database_is_a_503_without_the_dsn() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ledger = PostgresSpendLedger(
+        f"postgresql://secret-user:hunter2@127.0.0.1:{port}/x", connect_timeout_s=1
+    )
+    for attempt in (ledger.record(call("a", "1", JAN)), ledger.total("all"), ledger.records()):
+        with pytest.raises(ServiceUnavailable) as caught:
+            await attempt
+        assert "hunter2" not in str(caught.value) and caught.value.status == 503
