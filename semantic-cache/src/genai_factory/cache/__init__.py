@@ -1,4 +1,8 @@
-"""GenAI Factory Semantic Cache (catalog item 10): not built yet; see this module's README."""
+"""GenAI Factory Semantic Cache (catalog item 10): exact + verified semantic lookup over tiered storage.
+
+Start at :class:`genai_factory.cache.core.SemanticCache` (the engine) and
+:class:`genai_factory.cache.response_cache.SemanticResponseCache` (the shared ResponseCache contract).
+"""
 
 from importlib.metadata import PackageNotFoundError, version
 
