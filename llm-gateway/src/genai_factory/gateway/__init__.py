@@ -1,4 +1,4 @@
-"""GenAI Factory LLM Gateway (catalog item 1): not built yet; see this module's README."""
+"""GenAI Factory LLM Gateway (catalog item 1): OpenAI/Anthropic-compatible hub; see the README."""
 
 from importlib.metadata import PackageNotFoundError, version
 

@@ -1,0 +1,685 @@
+"""The request path: nine stages, each one small class, walked in a straight line.
+
+1 authenticate -> 2 admit (rate limits, budget) -> 3 screen input -> 4 look up (cache) ->
+5 route -> 6 call (failover) -> 7 screen output -> 8 store (cache, spend, usage) -> 9 observe.
+
+A stage with no component configured does nothing, so the gateway works with any subset. A
+cache hit makes route and call no-ops. Streams walk the same stages; output screening and the
+store stage then run over the chunks as they pass (:meth:`Pipeline.chat_stream`).
+
+Example:
+    >>> [type(stage).__name__ for stage in Pipeline.minimal(router=None).stages]  # doctest: +ELLIPSIS
+    ['Authenticate', 'Admit', 'ScreenInput', 'LookUp', 'Route', 'Call', 'ScreenOutput', 'Store', 'Observe']
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Literal, TypeVar
+
+from genai_factory.gateway.auth import ANONYMOUS
+from genai_factory.gateway.deployment import Deployment
+from genai_factory.gateway.failover import CallRecord, Failover, LiveStream
+from genai_factory.gateway.observe import RequestObserver, RequestSummary
+from genai_factory.gateway.providers.base import Provider
+from genai_factory.gateway.ratelimit import Admission, Unit, rate_limit_headers
+from genai_factory.gateway.routing import Plan, Router, RouteRequest, estimate_tokens
+from genai_factory.gateway.usage import cost_of
+from genai_factory.shared.contracts import (
+    Authenticator,
+    BudgetPolicy,
+    BudgetReservation,
+    Guard,
+    RateDecision,
+    ResponseCache,
+    SpendLedger,
+)
+from genai_factory.shared.errors import Blocked, ServiceUnavailable, to_http
+from genai_factory.shared.models import (
+    ChatCompletionChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatMessage,
+    ChunkChoice,
+    ChunkDelta,
+    CostRecord,
+    FunctionCall,
+    Principal,
+    ToolCall,
+    Usage,
+    Verdict,
+)
+
+__all__ = [
+    "Admit",
+    "Authenticate",
+    "Call",
+    "LookUp",
+    "Observe",
+    "Pipeline",
+    "RequestContext",
+    "Route",
+    "ScreenInput",
+    "ScreenOutput",
+    "Store",
+]
+
+T = TypeVar("T")
+Operation = Literal["chat", "completion", "embedding"]
+
+
+@dataclass(eq=False)
+class RequestContext:
+    """Everything the stages know about one request; each stage reads and fills its part."""
+
+    request_id: str
+    operation: Operation
+    route: RouteRequest
+    headers: Mapping[str, str] = field(default_factory=dict)
+    chat: ChatCompletionRequest | None = None
+    record: CallRecord = field(default_factory=CallRecord)
+    started: float = field(default_factory=time.perf_counter)
+    principal: Principal = field(default_factory=lambda: ANONYMOUS)
+    rate: list[tuple[Unit, RateDecision]] = field(default_factory=list)
+    reservation: BudgetReservation | None = None
+    plan: Plan | None = None
+    response: ChatCompletionResponse | None = None
+    result: Any = None
+    cache_hit: bool = False
+    usage: Usage | None = None
+    cost_usd: Decimal = Decimal(0)
+    error: BaseException | None = None
+
+    @property
+    def deployment(self) -> Deployment | None:
+        return self.record.served_by
+
+    def response_headers(self) -> dict[str, str]:
+        """``x-ratelimit-*``, ``x-gf-cache``, ``x-gf-deployment`` and ``x-gf-attempts``."""
+        headers = rate_limit_headers(self.rate)
+        if self.operation == "chat":
+            headers["x-gf-cache"] = "hit" if self.cache_hit else "miss"
+        if self.deployment is not None:
+            headers["x-gf-deployment"] = self.deployment.name
+        if self.record.attempt_count:
+            headers["x-gf-attempts"] = str(self.record.attempt_count)
+        return headers
+
+
+# ------------------------------------------------------------------------------------ stages
+
+
+class Authenticate:
+    """1. Credentials -> Principal (anonymous when no authenticator is configured)."""
+
+    def __init__(self, authenticator: Authenticator | None = None) -> None:
+        self.authenticator = authenticator
+
+    async def __call__(self, ctx: RequestContext) -> None:
+        if self.authenticator is not None:
+            ctx.principal = await self.authenticator.authenticate(ctx.headers)
+
+
+class Admit:
+    """2. Rate limits (requests and tokens, per scope), then a budget reservation."""
+
+    def __init__(
+        self,
+        admission: Admission | None = None,
+        budget: BudgetPolicy | None = None,
+        estimate_usd: Callable[[RouteRequest], Decimal] | None = None,
+    ) -> None:
+        self.admission = admission
+        self.budget = budget
+        self.estimate_usd = estimate_usd
+
+    async def __call__(self, ctx: RequestContext) -> None:
+        if self.admission is not None:
+            tokens = ctx.route.prompt_tokens + ctx.route.output_tokens
+            ctx.rate = await self.admission.admit(ctx.principal, tokens)
+        if self.budget is not None and ctx.chat is not None:
+            estimate = self.estimate_usd(ctx.route) if self.estimate_usd else Decimal(0)
+            ctx.reservation = await self.budget.reserve(ctx.principal, ctx.chat, estimate)
+            if ctx.reservation.downgrade_to:
+                ctx.route = _with_model(ctx.route, ctx.reservation.downgrade_to)
+
+    async def release(self, ctx: RequestContext) -> None:
+        """Give back a reservation of a request that failed."""
+        if self.budget is not None and ctx.reservation is not None:
+            await self.budget.release(ctx.reservation)
+            ctx.reservation = None
+
+
+def _with_model(route: RouteRequest, model: str) -> RouteRequest:
+    return RouteRequest(
+        model=model,
+        prompt_tokens=route.prompt_tokens,
+        output_tokens=route.output_tokens,
+        needs_tools=route.needs_tools,
+        needs_json=route.needs_json,
+        needs_vision=route.needs_vision,
+        stream=route.stream,
+        hints=route.hints,
+    )
+
+
+class ScreenInput:
+    """3. Input guards: block, or rewrite the last user message when a guard redacts."""
+
+    def __init__(self, guards: Sequence[Guard] = ()) -> None:
+        self.guards = list(guards)
+
+    async def __call__(self, ctx: RequestContext) -> None:
+        for guard in self.guards:
+            assert ctx.chat is not None
+            verdict = await guard.check_input(ctx.chat, ctx.principal)
+            if verdict.decision == "block":
+                raise _blocked("the request was blocked by a guard", verdict)
+            if verdict.decision == "redact" and verdict.text is not None:
+                ctx.chat = _replace_last_user_text(ctx.chat, verdict.text)
+
+
+def _blocked(message: str, verdict: Verdict) -> Blocked:
+    findings = [f.model_dump(exclude_none=True) for f in verdict.findings]
+    return Blocked(message, findings=findings, code="content_blocked")
+
+
+def _replace_last_user_text(request: ChatCompletionRequest, text: str) -> ChatCompletionRequest:
+    messages = list(request.messages)
+    for index in range(len(messages) - 1, -1, -1):
+        if messages[index].role == "user":
+            messages[index] = messages[index].model_copy(update={"content": text})
+            break
+    return request.model_copy(update={"messages": messages})
+
+
+class LookUp:
+    """4. The response cache: a hit answers the request (route and call are then skipped)."""
+
+    def __init__(self, cache: ResponseCache | None = None) -> None:
+        self.cache = cache
+
+    async def __call__(self, ctx: RequestContext) -> None:
+        if self.cache is not None and ctx.chat is not None:
+            hit = await self.cache.get(ctx.chat, ctx.principal)
+            if hit is not None:
+                ctx.response, ctx.cache_hit = hit, True
+
+
+class Route:
+    """5. The routing plan: healthy, capable deployments in policy order, then fallbacks."""
+
+    def __init__(self, router: Router | None) -> None:
+        self.router = router
+
+    async def __call__(self, ctx: RequestContext) -> None:
+        if ctx.response is None:
+            if self.router is None:
+                raise ServiceUnavailable("no deployments are configured")
+            ctx.plan = self.router.plan(ctx.route)
+
+
+class Call:
+    """6. Call along the plan with retries, breakers and fallbacks (a stream: until 1st token)."""
+
+    def __init__(self, failover: Failover) -> None:
+        self.failover = failover
+
+    async def __call__(self, ctx: RequestContext) -> None:
+        if ctx.response is None:
+            assert ctx.plan is not None and ctx.chat is not None
+            chat = ctx.chat
+            ctx.response = await self.failover.call(
+                ctx.plan, ctx.record, lambda provider: provider.complete(chat)
+            )
+
+    async def run(self, ctx: RequestContext, call: Callable[[Provider], Awaitable[T]]) -> T:
+        """Another operation (embeddings, completions) along the plan."""
+        assert ctx.plan is not None
+        return await self.failover.call(ctx.plan, ctx.record, call)
+
+    async def open_stream(self, ctx: RequestContext) -> AsyncGenerator[ChatCompletionChunk, None]:
+        if ctx.response is not None:
+            return _replay(ctx.response)
+        assert ctx.plan is not None and ctx.chat is not None
+        live: LiveStream = await self.failover.open_stream(ctx.plan, ctx.record, ctx.chat)
+        return live.__aiter__()
+
+
+async def _replay(response: ChatCompletionResponse) -> AsyncGenerator[ChatCompletionChunk, None]:
+    """A cached answer as a stream: role + content, then the finish (with usage)."""
+    for choice in response.choices:
+        yield ChatCompletionChunk(
+            id=response.id,
+            model=response.model,
+            choices=[
+                ChunkChoice(
+                    index=choice.index,
+                    delta=ChunkDelta(role="assistant", content=choice.message.text()),
+                )
+            ],
+        )
+    yield ChatCompletionChunk(
+        id=response.id,
+        model=response.model,
+        choices=[
+            ChunkChoice(index=c.index, finish_reason=c.finish_reason) for c in response.choices
+        ],
+        usage=response.usage,
+    )
+
+
+class ScreenOutput:
+    """7. Output guards on the answer; on streams, over windows of text before release."""
+
+    def __init__(self, guards: Sequence[Guard] = (), window_chars: int = 200) -> None:
+        self.guards = list(guards)
+        self.window_chars = window_chars
+
+    async def __call__(self, ctx: RequestContext) -> None:
+        if not self.guards or ctx.response is None or not ctx.response.choices:
+            return
+        assert ctx.chat is not None
+        message = ctx.response.choices[0].message
+        text = message.text()
+        for guard in self.guards:
+            verdict = await guard.check_output(text, ctx.chat, ctx.principal)
+            if verdict.decision == "block":
+                raise _blocked("the answer was blocked by a guard", verdict)
+            if verdict.decision == "redact" and verdict.text is not None:
+                text = verdict.text
+                message.content = text
+
+    def stream(
+        self, ctx: RequestContext, chunks: AsyncIterator[ChatCompletionChunk]
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        if not self.guards:
+            return chunks
+        return self._screened(ctx, chunks)
+
+    async def _screened(
+        self, ctx: RequestContext, chunks: AsyncIterator[ChatCompletionChunk]
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        """Hold chunks back until the text so far passes every guard, window by window."""
+        held: list[ChatCompletionChunk] = []
+        text, released, unchecked = "", "", 0
+        async for chunk in chunks:
+            held.append(chunk)
+            piece = "".join(c.delta.content or "" for c in chunk.choices if c.index == 0)
+            text += piece
+            unchecked += len(piece)
+            final = any(c.finish_reason for c in chunk.choices) or chunk.usage is not None
+            if unchecked < self.window_chars and not final:
+                continue
+            verdict_text = await self._check(ctx, text)
+            if verdict_text is None:
+                for item in held:
+                    yield item
+                released = text
+            elif not verdict_text.startswith(released):  # it would rewrite text already sent
+                raise Blocked("the answer was blocked by a guard", code="content_blocked")
+            else:  # redacted: send the rewritten remainder instead of the held text
+                yield _text_chunk(chunk, verdict_text[len(released) :])
+                for item in held:
+                    if any(c.finish_reason for c in item.choices) or item.usage is not None:
+                        yield _without_content(item)
+                released = text = verdict_text
+            held, unchecked = [], 0
+        for item in held:
+            yield item
+
+    async def _check(self, ctx: RequestContext, text: str) -> str | None:
+        """None when every guard allows ``text``; the rewritten text when one redacts."""
+        assert ctx.chat is not None
+        rewritten: str | None = None
+        for guard in self.guards:
+            verdict = await guard.check_output(rewritten or text, ctx.chat, ctx.principal)
+            if verdict.decision == "block":
+                raise _blocked("the answer was blocked by a guard", verdict)
+            if verdict.decision == "redact" and verdict.text is not None:
+                rewritten = verdict.text
+        return rewritten
+
+
+def _text_chunk(like: ChatCompletionChunk, text: str) -> ChatCompletionChunk:
+    return ChatCompletionChunk(
+        id=like.id, model=like.model, choices=[ChunkChoice(delta=ChunkDelta(content=text))]
+    )
+
+
+def _without_content(chunk: ChatCompletionChunk) -> ChatCompletionChunk:
+    choices = [
+        c.model_copy(update={"delta": c.delta.model_copy(update={"content": None})})
+        for c in chunk.choices
+    ]
+    return chunk.model_copy(update={"choices": choices})
+
+
+class Store:
+    """8. Usage, cost and spend; the cache write; settle the budget reservation."""
+
+    def __init__(
+        self,
+        cache: ResponseCache | None = None,
+        ledger: SpendLedger | None = None,
+        budget: BudgetPolicy | None = None,
+    ) -> None:
+        self.cache = cache
+        self.ledger = ledger
+        self.budget = budget
+
+    async def __call__(self, ctx: RequestContext) -> None:
+        usage = self._usage(ctx)
+        deployment = ctx.deployment
+        if deployment is not None and not ctx.cache_hit:
+            deployment.counters.prompt_tokens += usage.prompt_tokens
+            deployment.counters.completion_tokens += usage.completion_tokens
+            ctx.cost_usd = cost_of(
+                deployment.input_cost_per_token * 1e6,
+                deployment.output_cost_per_token * 1e6,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+            )
+        if self.cache is not None and ctx.response is not None and not ctx.cache_hit:
+            assert ctx.chat is not None
+            await self.cache.put(ctx.chat, ctx.response, ctx.principal)
+        record = self._cost_record(ctx, usage)
+        if self.budget is not None and ctx.reservation is not None:
+            await self.budget.settle(ctx.reservation, record)
+            ctx.reservation = None
+        if self.ledger is not None:
+            await self.ledger.record(record)
+
+    @staticmethod
+    def _usage(ctx: RequestContext) -> Usage:
+        if ctx.usage is None:
+            reported = ctx.response.usage if ctx.response is not None else None
+            if reported is None and isinstance(ctx.result, dict):
+                raw = ctx.result.get("usage")
+                reported = Usage.model_validate(raw) if isinstance(raw, dict) else None
+            elif reported is None and ctx.result is not None:
+                reported = getattr(ctx.result, "usage", None)
+            if reported is None:
+                text = ctx.response.text() if ctx.response is not None else ""
+                reported = Usage(
+                    prompt_tokens=ctx.route.prompt_tokens,
+                    completion_tokens=estimate_tokens(len(text)),
+                )
+            ctx.usage = reported
+        return ctx.usage
+
+    @staticmethod
+    def _cost_record(ctx: RequestContext, usage: Usage) -> CostRecord:
+        principal, deployment = ctx.principal, ctx.deployment
+        return CostRecord(
+            request_id=ctx.request_id,
+            model=ctx.route.model,
+            deployment=deployment.name if deployment else None,
+            provider=deployment.provider_kind if deployment else None,
+            subject=principal.subject,
+            org_id=principal.org_id,
+            team_id=principal.team_id,
+            user_id=principal.user_id,
+            key_id=principal.key_id,
+            route=ctx.operation,
+            input_tokens=usage.prompt_tokens,
+            output_tokens=usage.completion_tokens,
+            cost_usd=ctx.cost_usd,
+            cache_hit=ctx.cache_hit,
+        )
+
+    async def collect(
+        self, ctx: RequestContext, chunks: AsyncIterator[ChatCompletionChunk]
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        """Pass chunks through while assembling the whole answer into ``ctx.response``."""
+        answer = _Assembler()
+        async for chunk in chunks:
+            answer.add(chunk)
+            yield chunk
+        ctx.response = answer.response(ctx)
+
+
+class _Assembler:
+    """Builds a ChatCompletionResponse from the chunks of a stream."""
+
+    def __init__(self) -> None:
+        self.id = ""
+        self.model = ""
+        self.text: dict[int, list[str]] = {}
+        self.tools: dict[int, dict[int, dict[str, str]]] = {}
+        self.finish: dict[int, Any] = {}
+        self.usage: Usage | None = None
+
+    def add(self, chunk: ChatCompletionChunk) -> None:
+        self.id, self.model = chunk.id, chunk.model
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        for choice in chunk.choices:
+            if choice.delta.content:
+                self.text.setdefault(choice.index, []).append(choice.delta.content)
+            for call in choice.delta.tool_calls or ():
+                slot = self.tools.setdefault(choice.index, {}).setdefault(
+                    call.index, {"id": "", "name": "", "arguments": ""}
+                )
+                slot["id"] = call.id or slot["id"]
+                function = call.function or {}
+                slot["name"] = function.get("name") or slot["name"]
+                slot["arguments"] += function.get("arguments") or ""
+            if choice.finish_reason:
+                self.finish[choice.index] = choice.finish_reason
+
+    def response(self, ctx: RequestContext) -> ChatCompletionResponse:
+        indexes = sorted(set(self.text) | set(self.tools) | set(self.finish)) or [0]
+        choices = []
+        for index in indexes:
+            calls = [
+                ToolCall(
+                    id=c["id"], function=FunctionCall(name=c["name"], arguments=c["arguments"])
+                )
+                for _, c in sorted(self.tools.get(index, {}).items())
+            ]
+            message = ChatMessage(
+                role="assistant",
+                content="".join(self.text.get(index, []))
+                if not calls or index in self.text
+                else None,
+                tool_calls=calls or None,
+            )
+            choices.append(
+                ChatCompletionChoice(
+                    index=index, message=message, finish_reason=self.finish.get(index)
+                )
+            )
+        return ChatCompletionResponse(
+            id=self.id or ctx.request_id,
+            model=self.model or ctx.route.model,
+            choices=choices,
+            usage=self.usage,
+        )
+
+
+class Observe:
+    """9. One summary per request to the observers (logs, traces) and the metrics."""
+
+    def __init__(self, observers: Sequence[RequestObserver] = ()) -> None:
+        self.observers = list(observers)
+
+    def __call__(self, ctx: RequestContext) -> None:
+        if not self.observers:
+            return
+        summary = self.summary(ctx)
+        for observer in self.observers:
+            observer.observe(summary)
+
+    @staticmethod
+    def summary(ctx: RequestContext) -> RequestSummary:
+        if ctx.error is None:
+            status = 200
+        elif isinstance(ctx.error, GeneratorExit | asyncio.CancelledError):
+            status = 499  # the client went away (nginx's convention)
+        else:
+            status = to_http(ctx.error)[0]
+        usage = ctx.usage or Usage()
+        deployment = ctx.deployment
+        finish = None
+        if ctx.response is not None and ctx.response.choices:
+            finish = ctx.response.choices[0].finish_reason
+        return RequestSummary(
+            request_id=ctx.request_id,
+            operation=ctx.operation,
+            model=ctx.route.model,
+            status=status,
+            stream=ctx.route.stream,
+            deployment=deployment.name if deployment else None,
+            provider=deployment.provider_kind if deployment else None,
+            subject=ctx.principal.subject,
+            org_id=ctx.principal.org_id,
+            cache_hit=ctx.cache_hit,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cost_usd=str(ctx.cost_usd),
+            duration_s=time.perf_counter() - ctx.started,
+            upstream_s=ctx.record.upstream_s,
+            ttft_s=ctx.record.ttft_s,
+            attempts=[
+                {"deployment": a.deployment, "ok": a.ok, "error": a.error}
+                for a in ctx.record.attempts
+            ],
+            error_type=type(ctx.error).__name__ if ctx.error is not None else None,
+            finish_reason=finish,
+        )
+
+
+# ---------------------------------------------------------------------------------- pipeline
+
+
+class Pipeline:
+    """The stages in order; :meth:`chat` and :meth:`chat_stream` walk them top to bottom."""
+
+    def __init__(
+        self,
+        authenticate: Authenticate,
+        admit: Admit,
+        screen_input: ScreenInput,
+        look_up: LookUp,
+        route: Route,
+        call: Call,
+        screen_output: ScreenOutput,
+        store: Store,
+        observe: Observe,
+    ) -> None:
+        self.authenticate = authenticate
+        self.admit = admit
+        self.screen_input = screen_input
+        self.look_up = look_up
+        self.route = route
+        self.call = call
+        self.screen_output = screen_output
+        self.store = store
+        self.observe = observe
+
+    @classmethod
+    def minimal(cls, router: Router | None) -> Pipeline:
+        """Only routing and failover: a bare pass-through."""
+        return cls(
+            Authenticate(),
+            Admit(),
+            ScreenInput(),
+            LookUp(),
+            Route(router),
+            Call(Failover()),
+            ScreenOutput(),
+            Store(),
+            Observe(),
+        )
+
+    @property
+    def stages(self) -> list[object]:
+        return [
+            self.authenticate,
+            self.admit,
+            self.screen_input,
+            self.look_up,
+            self.route,
+            self.call,
+            self.screen_output,
+            self.store,
+            self.observe,
+        ]
+
+    async def chat(self, ctx: RequestContext) -> ChatCompletionResponse:
+        """A chat request, answered whole."""
+        try:
+            await self.authenticate(ctx)
+            await self.admit(ctx)
+            await self.screen_input(ctx)
+            await self.look_up(ctx)
+            await self.route(ctx)
+            await self.call(ctx)
+            await self.screen_output(ctx)
+            await self.store(ctx)
+        except BaseException as exc:
+            await self._failed(ctx, exc)
+            raise
+        finally:
+            self.observe(ctx)
+        assert ctx.response is not None
+        return ctx.response
+
+    async def chat_stream(self, ctx: RequestContext) -> AsyncGenerator[ChatCompletionChunk, None]:
+        """A streamed chat request: raises before the first token, or returns the chunks.
+
+        A failure while iterating the chunks raises StreamInterrupted (upstream) or Blocked
+        (an output guard); the API turns either into an error event.
+        """
+        try:
+            await self.authenticate(ctx)
+            await self.admit(ctx)
+            await self.screen_input(ctx)
+            await self.look_up(ctx)
+            await self.route(ctx)
+            chunks = await self.call.open_stream(ctx)
+        except BaseException as exc:
+            await self._failed(ctx, exc)
+            self.observe(ctx)
+            raise
+        return self._deliver(ctx, chunks)
+
+    async def _deliver(
+        self, ctx: RequestContext, chunks: AsyncGenerator[ChatCompletionChunk, None]
+    ) -> AsyncGenerator[ChatCompletionChunk, None]:
+        try:
+            async for chunk in self.screen_output.stream(ctx, self.store.collect(ctx, chunks)):
+                yield chunk
+            await self.store(ctx)
+        except BaseException as exc:
+            await self._failed(ctx, exc)
+            raise
+        finally:
+            await chunks.aclose()
+            self.observe(ctx)
+
+    async def other(self, ctx: RequestContext, call: Callable[[Provider], Awaitable[T]]) -> T:
+        """Embeddings and legacy completions: authenticate, admit, route, call, store, observe."""
+        try:
+            await self.authenticate(ctx)
+            await self.admit(ctx)
+            await self.route(ctx)
+            result = await self.call.run(ctx, call)
+            ctx.result = result
+            await self.store(ctx)
+        except BaseException as exc:
+            await self._failed(ctx, exc)
+            raise
+        finally:
+            self.observe(ctx)
+        return result
+
+    async def _failed(self, ctx: RequestContext, exc: BaseException) -> None:
+        ctx.error = exc
+        await self.admit.release(ctx)
