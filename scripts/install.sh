@@ -29,7 +29,7 @@ pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
 # torch first and pinned: the CPU wheel; an unpinned resolve would pull gigabytes of CUDA packages.
 if ! "$VENV/bin/python" -c "import importlib.metadata as m; assert m.version('torch').startswith('2.13.0')" 2>/dev/null; then
   echo "[install] torch==2.13.0 (CPU)"
-  "${pip[@]}" install -q torch==2.13.0
+  "${pip[@]}" install -q torch==2.13.0 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 fi
 
 editable=()
