@@ -11,7 +11,7 @@ from genai_factory.serving.engines.llamacpp import LlamaCppChatModel
 from genai_factory.shared.contracts import ChatModel
 from genai_factory.shared.errors import ValidationError
 from genai_factory.shared.factory import build_component, dump_component
-from genai_factory.shared.models import ChatCompletionRequest
+from genai_factory.shared.models import ChatCompletionRequest, StreamOptions
 
 pytestmark = pytest.mark.integration
 
@@ -125,3 +125,68 @@ def test_builds_from_config_and_dumps_back() -> None:
 def test_bad_engine_params_are_rejected(params: dict[str, int]) -> None:
     with pytest.raises(ValueError, match="at least"):
         LlamaCppChatModel("smollm2", **params)
+
+
+async def test_text_parts_are_read_and_other_parts_refused(smollm2: LlamaCppChatModel) -> None:
+    parts = [{"type": "text", "text": "Say"}, {"type": "text", "text": " hi."}]
+    answer = await smollm2.complete(
+        _request("", messages=[{"role": "user", "content": parts}], max_tokens=3)
+    )
+    assert answer.usage is not None and answer.usage.completion_tokens <= 3
+    image = [{"type": "image_url", "image_url": {"url": "http://example.invalid/cat.png"}}]
+    with pytest.raises(ValidationError) as info:
+        await smollm2.complete(_request("", messages=[{"role": "user", "content": image}]))
+    assert info.value.param == "messages.0.content.0"
+
+
+async def test_a_history_with_tool_calls_is_rendered(smollm2: LlamaCppChatModel) -> None:
+    call = {"id": "c1", "function": {"name": "lookup", "arguments": '{"q": "x"}'}}
+    messages = [
+        {"role": "user", "content": "Look up x."},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "x is 42"},
+    ]
+    answer = await smollm2.complete(_request("", messages=messages, max_tokens=4))
+    assert answer.choices[0].message.role == "assistant"
+
+
+async def test_stream_usage_matches_the_answers_usage(smollm2: LlamaCppChatModel) -> None:
+    request = _request("Name a river.", max_tokens=6)
+    await smollm2.complete(request)  # both runs below start from the cached prompt
+    answer = await smollm2.complete(request)
+    chunks = [
+        chunk
+        async for chunk in smollm2.stream(
+            request.model_copy(update={"stream_options": StreamOptions(include_usage=True)})
+        )
+    ]
+    assert chunks[-1].choices == [] and chunks[-1].usage == answer.usage
+    plain = [chunk async for chunk in smollm2.stream(request)]
+    assert all(chunk.usage is None for chunk in plain)
+
+
+async def test_cancelling_an_answer_keeps_the_model_consistent(
+    smollm2: LlamaCppChatModel,
+) -> None:
+    task = asyncio.create_task(smollm2.complete(_request("Tell a long story.", max_tokens=12)))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # the cancelled answer held its turn until llama.cpp was done: the next one is whole
+    answer = await smollm2.complete(_request("Say hi.", max_tokens=3))
+    assert answer.usage is not None and 0 < answer.usage.completion_tokens <= 3
+
+
+def test_load_close_memory_and_stats() -> None:
+    model = LlamaCppChatModel("smollm2", context_window=256, threads=1)
+    weights = model.memory_bytes()
+    assert weights == model._path.stat().st_size and not model.loaded
+    assert model.stats() == {"batch_size": 0.0, "context_tokens_used": 0.0}
+    model.load()
+    assert model.loaded
+    # loaded, it adds its KV cache: 30 layers x 256 tokens x 192 values x 2 (K, V) x 2 bytes
+    assert model.memory_bytes() == weights + 30 * 256 * 192 * 2 * 2
+    model.close()
+    assert not model.loaded and model.stats()["context_tokens_used"] == 0.0
+    model.close()  # twice is fine

