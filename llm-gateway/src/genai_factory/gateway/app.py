@@ -30,7 +30,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from genai_factory.gateway import anthropic_format
@@ -494,7 +494,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 def create_app(gateway: Gateway) -> ASGIApp:
     """The ASGI app for ``gateway`` (reload watcher and shutdown run in its lifespan)."""
     api = _API(gateway)
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/v1/chat/completions", api.chat_completions, methods=["POST"]),
         Route("/chat/completions", api.chat_completions, methods=["POST"]),
         Route("/v1/messages", api.messages, methods=["POST"]),
@@ -509,6 +509,8 @@ def create_app(gateway: Gateway) -> ASGIApp:
         Route("/admin/reload", api.admin_reload, methods=["POST"]),
         Route("/admin/usage", api.admin_usage, methods=["GET"]),
     ]
+    # other apps from config (e.g. the observability console at /console)
+    routes += [Mount(path, app=app) for path, app in gateway.mounts]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -106,15 +106,22 @@ def serve(
 @click.option("--config", required=True, type=click.Path(dir_okay=False))
 def check(config: str) -> None:
     """Validate a config file and build every component it names."""
+    import asyncio
+
     from genai_factory.gateway.runtime import Gateway
 
     try:
-        runtime = Gateway.from_file(config).runtime
+        built = Gateway.from_file(config)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    for name, group in sorted(runtime.router.groups.items()):
+    for name, group in sorted(built.runtime.router.groups.items()):
         names = ", ".join(d.name for d in group.deployments)
         click.echo(f"{name}: {names}")
+    for name in built.registry.names:
+        click.echo(f"component {name}: {type(built.registry.get(name)).__name__}")
+    for path, app in built.mounts:
+        click.echo(f"mount {path}: {type(app).__name__}")
+    asyncio.run(built.aclose())
 
 
 @gateway.command("hash-key")

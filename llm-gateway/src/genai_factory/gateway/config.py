@@ -17,18 +17,22 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from genai_factory.gateway.components import expand_settings_env
 from genai_factory.shared.factory import ComponentSpec
 from genai_factory.shared.settings import GFSettings, load_settings, settings_config
 
 __all__ = [
+    "AnyComponent",
     "AuthSettings",
     "BreakerSettings",
     "CacheSettings",
+    "ComponentRef",
     "DeploymentSettings",
     "GatewaySettings",
     "ModelSettings",
+    "MountSettings",
     "RateLimitSettings",
     "RetrySettings",
     "TimeoutSettings",
@@ -41,6 +45,18 @@ ProviderKind = Literal["openai", "azure", "anthropic", "bedrock", "gemini", "lit
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class ComponentRef(BaseModel):
+    """``{$ref: NAME}`` or ``{$ref: NAME.attr}``: a component from ``components`` (shared)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    ref: str = Field(alias="$ref", pattern=r"^[A-Za-z_][\w-]*(\.[A-Za-z_]\w*)*$")
+
+
+# A component in config: built from {type, params}, or a named one from `components`.
+AnyComponent = ComponentSpec | ComponentRef
 
 
 class TimeoutSettings(_Section):
@@ -67,7 +83,7 @@ class DeploymentSettings(_Section):
     aws_secret_access_key: SecretStr | None = None
     aws_session_token: SecretStr | None = None
     extra_headers: dict[str, str] = Field(default_factory=dict)
-    component: ComponentSpec | None = Field(
+    component: AnyComponent | None = Field(
         default=None, description="provider: custom -> any ChatModel-like class"
     )
     timeouts: TimeoutSettings = Field(default_factory=TimeoutSettings)
@@ -115,7 +131,7 @@ class RoutingSettings(_Section):
         default="latency",
         description="ordered | cost | latency | capability | weighted | least_busy",
     )
-    policy: ComponentSpec | None = Field(
+    policy: AnyComponent | None = Field(
         default=None, description="a custom policy: any object with rank(candidates, request)"
     )
 
@@ -164,14 +180,32 @@ class AuthSettings(_Section):
     required: bool | None = Field(
         default=None, description="default: required when any key is configured"
     )
-    component: ComponentSpec | None = Field(default=None, description="a custom Authenticator")
+    component: AnyComponent | None = Field(default=None, description="a custom Authenticator")
 
 
 class CacheSettings(_Section):
     enabled: bool = True
     max_entries: int = Field(default=2048, ge=1)
     ttl_s: float = Field(default=300.0, gt=0)
-    component: ComponentSpec | None = Field(default=None, description="a custom ResponseCache")
+    component: AnyComponent | None = Field(default=None, description="a custom ResponseCache")
+
+
+_RESERVED_PREFIXES = ("/v1", "/chat", "/health", "/metrics", "/admin", "/openapi.json")
+
+
+class MountSettings(_Section):
+    """Another ASGI app served under ``path`` (e.g. the observability console at /console)."""
+
+    path: str = Field(pattern=r"^/[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*$")
+    app: AnyComponent = Field(description="an ASGI app (or a factory call returning one)")
+
+    @field_validator("path")
+    @classmethod
+    def _not_an_api_path(cls, path: str) -> str:
+        for reserved in _RESERVED_PREFIXES:
+            if path == reserved or path.startswith(reserved + "/"):
+                raise ValueError(f"'{path}' would hide the gateway's own '{reserved}' endpoints")
+        return path
 
 
 class GatewaySettings(GFSettings):
@@ -190,10 +224,18 @@ class GatewaySettings(GFSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     rate_limits: list[RateLimitSettings] = Field(default_factory=list)
     cache: CacheSettings = Field(default_factory=CacheSettings)
-    guards: list[ComponentSpec] = Field(default_factory=list)
-    budget: ComponentSpec | None = None
-    ledger: ComponentSpec | None = None
-    observers: list[ComponentSpec] = Field(default_factory=list)
+    # components (from GFSettings): named components, built once in order; {$ref: NAME} elsewhere
+    guards: list[AnyComponent] = Field(default_factory=list)
+    budget: AnyComponent | None = None
+    ledger: AnyComponent | list[AnyComponent] | None = Field(
+        default=None, description="SpendLedgers fed besides the in-memory usage counters"
+    )
+    observers: list[AnyComponent] = Field(default_factory=list)
+    telemetry: AnyComponent | None = Field(
+        default=None,
+        description="a GenAI tracer (observability's GenAITelemetry): one span per request",
+    )
+    mounts: list[MountSettings] = Field(default_factory=list)
     stream_screen_chars: int = Field(
         default=200, ge=1, description="streamed text is screened by output guards in windows"
     )
@@ -201,6 +243,12 @@ class GatewaySettings(GFSettings):
         default=None, gt=0, description="poll the config file and reload when it changes"
     )
     drain_timeout_s: float = Field(default=30.0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_environment_references(cls, data: Any) -> Any:
+        """``${VAR}`` in any string reads the environment (component params: when built)."""
+        return expand_settings_env(data) if isinstance(data, dict) else data
 
     @model_validator(mode="after")
     def _names(self) -> GatewaySettings:
@@ -211,6 +259,10 @@ class GatewaySettings(GFSettings):
             if deployment.name in seen:
                 raise ValueError(f"deployment name '{deployment.name}' is used twice")
             seen.add(deployment.name)
+        paths = [mount.path for mount in self.mounts]
+        for path in paths:
+            if paths.count(path) > 1:
+                raise ValueError(f"mount path '{path}' is used twice")
         served = {d.model for d in self.deployments}
         for group in self.models:
             if group.name not in served:

@@ -1,9 +1,16 @@
-"""The observe stage's hooks: a summary of every request, handed to observers and metrics.
+"""The observe stage's hooks: a live span per request, and a summary handed to observers.
 
-An observer is any object with ``observe(summary)``; the observability module plugs an
-OpenTelemetry exporter in this way (span name ``{operation} {model}``, GenAI semantic convention
-attributes from the summary). The built-in :class:`LogObserver` writes one JSON log line per
-request with ids, deployment, tokens and timings, never message content.
+Two kinds of component plug in here:
+
+- a **tracer** (``telemetry:`` in the config): an object with the interface of the
+  observability module's ``GenAITelemetry`` (:class:`GenAITracer`). The pipeline opens one GenAI
+  span per request once the caller is known (``chat {model}``, attributed to the principal),
+  makes it current while the stages run (non-streamed requests), notes cache lookups and guard
+  verdicts on it, records streamed chunks (time to first chunk), usage and errors, and ends it
+  when the request is done. A cache hit records zero tokens: nothing was spent.
+- **observers**: any object with ``observe(summary)``, called once per request with a
+  :class:`RequestSummary` (ids, deployment, tokens, cost, timings; never message content). The
+  built-in :class:`LogObserver` writes one JSON log line per request.
 
 Example:
     >>> summary = RequestSummary(request_id="r1", operation="chat", model="m", status=200)
@@ -14,10 +21,14 @@ Example:
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["LogObserver", "RequestObserver", "RequestSummary"]
+from genai_factory.shared.models import ChatCompletionRequest, Principal, Verdict
+
+__all__ = ["GenAITracer", "LogObserver", "RequestObserver", "RequestSummary"]
 
 
 @dataclass(slots=True)
@@ -88,3 +99,38 @@ class LogObserver:
                 summary.status,
                 extra={"gateway": asdict(summary)},
             )
+
+
+@runtime_checkable
+class GenAITracer(Protocol):
+    """What the pipeline needs from a tracer: the observability module's ``GenAITelemetry``.
+
+    ``chat`` and ``embeddings`` open a span and return its handle: a context manager (entering
+    makes the span current, leaving ends it) with ``trace_id``, ``set_attribute(key, value)``,
+    ``record_response(response)``, ``finish(error)``, and for model calls ``record_chunk(chunk)``
+    and ``set_usage(input_tokens, output_tokens)``.
+    """
+
+    def attribute(
+        self,
+        *,
+        request_id: str | None = None,
+        principal: Principal | None = None,
+        route: str | None = None,
+    ) -> AbstractContextManager[Any]: ...
+
+    def chat(
+        self,
+        request: ChatCompletionRequest | None = None,
+        *,
+        model: str | None = None,
+        operation: str = "chat",
+        provider: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> Any: ...
+
+    def embeddings(self, model: str, *, provider: str | None = None) -> Any: ...
+
+    def record_cache_lookup(self, *, hit: bool, cache: str = "response") -> None: ...
+
+    def record_guard_verdict(self, verdict: Verdict, *, stage: str, guard: str) -> None: ...

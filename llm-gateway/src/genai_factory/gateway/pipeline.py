@@ -15,16 +15,19 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
 
+import orjson
+
 from genai_factory.gateway.auth import ANONYMOUS
 from genai_factory.gateway.deployment import Deployment
 from genai_factory.gateway.failover import CallRecord, Failover, LiveStream
-from genai_factory.gateway.observe import RequestObserver, RequestSummary
+from genai_factory.gateway.observe import GenAITracer, RequestObserver, RequestSummary
 from genai_factory.gateway.providers.base import Provider
 from genai_factory.gateway.ratelimit import Admission, Unit, rate_limit_headers
 from genai_factory.gateway.routing import Plan, Router, RouteRequest, estimate_tokens
@@ -72,6 +75,8 @@ __all__ = [
 T = TypeVar("T")
 Operation = Literal["chat", "completion", "embedding"]
 
+logger = logging.getLogger("genai_factory.gateway")
+
 
 @dataclass(eq=False)
 class RequestContext:
@@ -91,9 +96,13 @@ class RequestContext:
     response: ChatCompletionResponse | None = None
     result: Any = None
     cache_hit: bool = False
+    cache_consulted: bool = False
     usage: Usage | None = None
     cost_usd: Decimal = Decimal(0)
     error: BaseException | None = None
+    span: Any = None  # the tracer's handle for this request's span
+    span_entered: bool = False
+    trace_id: str | None = None
 
     @property
     def deployment(self) -> Deployment | None:
@@ -102,13 +111,29 @@ class RequestContext:
     def response_headers(self) -> dict[str, str]:
         """``x-ratelimit-*``, ``x-gf-cache``, ``x-gf-deployment`` and ``x-gf-attempts``."""
         headers = rate_limit_headers(self.rate)
-        if self.operation == "chat":
+        if self.cache_consulted:  # absent when no cache was asked (none configured, or refused)
             headers["x-gf-cache"] = "hit" if self.cache_hit else "miss"
         if self.deployment is not None:
             headers["x-gf-deployment"] = self.deployment.name
         if self.record.attempt_count:
             headers["x-gf-attempts"] = str(self.record.attempt_count)
+        if self.trace_id:
+            headers["x-gf-trace-id"] = self.trace_id
         return headers
+
+
+def _note_verdict(tracer: GenAITracer | None, guard: Guard, verdict: Verdict, stage: str) -> None:
+    """Tell the tracer about a guard's verdict; a failing tracer never fails the request."""
+    if tracer is not None:
+        try:
+            tracer.record_guard_verdict(verdict, stage=stage, guard=_guard_name(guard))
+        except Exception:
+            logger.warning("the tracer failed to record a guard verdict", exc_info=True)
+
+
+def _guard_name(guard: Guard) -> str:
+    name = getattr(guard, "name", None)
+    return name if isinstance(name, str) and name else type(guard).__name__
 
 
 # ------------------------------------------------------------------------------------ stages
@@ -171,22 +196,56 @@ def _with_model(route: RouteRequest, model: str) -> RouteRequest:
 class ScreenInput:
     """3. Input guards: block, or rewrite the last user message when a guard redacts."""
 
-    def __init__(self, guards: Sequence[Guard] = ()) -> None:
+    def __init__(self, guards: Sequence[Guard] = (), tracer: GenAITracer | None = None) -> None:
         self.guards = list(guards)
+        self.tracer = tracer
 
     async def __call__(self, ctx: RequestContext) -> None:
         for guard in self.guards:
             assert ctx.chat is not None
             verdict = await guard.check_input(ctx.chat, ctx.principal)
+            _note_verdict(self.tracer, guard, verdict, "input")
             if verdict.decision == "block":
                 raise _blocked("the request was blocked by a guard", verdict)
             if verdict.decision == "redact" and verdict.text is not None:
-                ctx.chat = _replace_last_user_text(ctx.chat, verdict.text)
+                ctx.chat = _rewritten(ctx.chat, verdict.text)
 
 
 def _blocked(message: str, verdict: Verdict) -> Blocked:
     findings = [f.model_dump(exclude_none=True) for f in verdict.findings]
     return Blocked(message, findings=findings, code="content_blocked")
+
+
+def _rewritten(request: ChatCompletionRequest, text: str) -> ChatCompletionRequest:
+    """The request after an input guard's ``redact`` verdict.
+
+    ``text`` is either a JSON list with one entry per message (the new content, or null when a
+    message is unchanged: the guardrails module's form) or the new last user message.
+    """
+    rewrites = _per_message_rewrites(text, len(request.messages))
+    if rewrites is None:
+        return _replace_last_user_text(request, text)
+    messages = [
+        message if new is None else message.model_copy(update={"content": new})
+        for message, new in zip(request.messages, rewrites, strict=True)
+    ]
+    return request.model_copy(update={"messages": messages})
+
+
+def _per_message_rewrites(text: str, count: int) -> list[str | None] | None:
+    if not text.startswith("["):
+        return None
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    if (
+        not isinstance(value, list)
+        or len(value) != count
+        or not all(item is None or isinstance(item, str) for item in value)
+    ):
+        return None
+    return value
 
 
 def _replace_last_user_text(request: ChatCompletionRequest, text: str) -> ChatCompletionRequest:
@@ -201,14 +260,23 @@ def _replace_last_user_text(request: ChatCompletionRequest, text: str) -> ChatCo
 class LookUp:
     """4. The response cache: a hit answers the request (route and call are then skipped)."""
 
-    def __init__(self, cache: ResponseCache | None = None) -> None:
+    def __init__(
+        self, cache: ResponseCache | None = None, tracer: GenAITracer | None = None
+    ) -> None:
         self.cache = cache
+        self.tracer = tracer
 
     async def __call__(self, ctx: RequestContext) -> None:
         if self.cache is not None and ctx.chat is not None:
+            ctx.cache_consulted = True
             hit = await self.cache.get(ctx.chat, ctx.principal)
             if hit is not None:
                 ctx.response, ctx.cache_hit = hit, True
+            if self.tracer is not None:
+                try:
+                    self.tracer.record_cache_lookup(hit=hit is not None)
+                except Exception:
+                    logger.warning("the tracer failed to record a cache lookup", exc_info=True)
 
 
 class Route:
@@ -277,9 +345,18 @@ async def _replay(response: ChatCompletionResponse) -> AsyncGenerator[ChatComple
 class ScreenOutput:
     """7. Output guards on the answer; on streams, over windows of text before release."""
 
-    def __init__(self, guards: Sequence[Guard] = (), window_chars: int = 200) -> None:
+    def __init__(
+        self,
+        guards: Sequence[Guard] = (),
+        window_chars: int = 200,
+        tracer: GenAITracer | None = None,
+    ) -> None:
         self.guards = list(guards)
         self.window_chars = window_chars
+        self.tracer = tracer
+
+    def _note(self, guard: Guard, verdict: Verdict) -> None:
+        _note_verdict(self.tracer, guard, verdict, "output")
 
     async def __call__(self, ctx: RequestContext) -> None:
         if not self.guards or ctx.response is None or not ctx.response.choices:
@@ -289,6 +366,7 @@ class ScreenOutput:
         text = message.text()
         for guard in self.guards:
             verdict = await guard.check_output(text, ctx.chat, ctx.principal)
+            self._note(guard, verdict)
             if verdict.decision == "block":
                 raise _blocked("the answer was blocked by a guard", verdict)
             if verdict.decision == "redact" and verdict.text is not None:
@@ -339,6 +417,7 @@ class ScreenOutput:
         rewritten: str | None = None
         for guard in self.guards:
             verdict = await guard.check_output(rewritten or text, ctx.chat, ctx.principal)
+            self._note(guard, verdict)
             if verdict.decision == "block":
                 raise _blocked("the answer was blocked by a guard", verdict)
             if verdict.decision == "redact" and verdict.text is not None:
@@ -368,10 +447,12 @@ class Store:
         cache: ResponseCache | None = None,
         ledger: SpendLedger | None = None,
         budget: BudgetPolicy | None = None,
+        ledgers: Sequence[SpendLedger] = (),
     ) -> None:
         self.cache = cache
         self.ledger = ledger
         self.budget = budget
+        self.ledgers = list(ledgers)
 
     async def __call__(self, ctx: RequestContext) -> None:
         usage = self._usage(ctx)
@@ -394,6 +475,8 @@ class Store:
             ctx.reservation = None
         if self.ledger is not None:
             await self.ledger.record(record)
+        for ledger in self.ledgers:
+            await ledger.record(record)
 
     @staticmethod
     def _usage(ctx: RequestContext) -> Usage:
@@ -504,17 +587,103 @@ class _Assembler:
 
 
 class Observe:
-    """9. One summary per request to the observers (logs, traces) and the metrics."""
+    """9. The request's span (through the tracer) and one summary per request to the observers.
 
-    def __init__(self, observers: Sequence[RequestObserver] = ()) -> None:
+    :meth:`begin` opens the span once the caller is known; :meth:`__call__` ends it (usage,
+    response, error) and hands the summary to the observers (logs, metrics).
+    """
+
+    def __init__(
+        self, observers: Sequence[RequestObserver] = (), tracer: GenAITracer | None = None
+    ) -> None:
         self.observers = list(observers)
+        self.tracer = tracer
+
+    def begin(self, ctx: RequestContext, *, current: bool) -> None:
+        """Open the request's span; ``current``: make it the active span until it ends."""
+        tracer = self.tracer
+        if tracer is None:
+            return
+        try:
+            with tracer.attribute(
+                request_id=ctx.request_id, principal=ctx.principal, route=ctx.operation
+            ):
+                if ctx.operation == "embedding":
+                    span = tracer.embeddings(ctx.route.model)
+                elif ctx.operation == "completion":
+                    span = tracer.chat(model=ctx.route.model, operation="text_completion")
+                else:
+                    span = tracer.chat(ctx.chat)
+            ctx.trace_id = str(span.trace_id)
+            if current:
+                span.__enter__()
+            ctx.span, ctx.span_entered = span, current
+        except Exception:
+            logger.warning("the tracer failed to open a span", exc_info=True)
+
+    def chunks(
+        self, ctx: RequestContext, chunks: AsyncIterator[ChatCompletionChunk]
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        """Pass a stream's chunks through, noting each on the span (time to first chunk)."""
+        if ctx.span is None:
+            return chunks  # nothing to record: no extra layer per chunk
+        return self._traced(ctx, chunks)
+
+    async def _traced(
+        self, ctx: RequestContext, chunks: AsyncIterator[ChatCompletionChunk]
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        async for chunk in chunks:
+            if ctx.span is not None:
+                try:
+                    ctx.span.record_chunk(chunk)
+                except Exception:
+                    logger.warning("the tracer failed to record a chunk", exc_info=True)
+                    self._end_span(ctx)  # end it now rather than leave it open
+            yield chunk
 
     def __call__(self, ctx: RequestContext) -> None:
+        if ctx.span is not None:
+            self._end_span(ctx)
         if not self.observers:
             return
         summary = self.summary(ctx)
         for observer in self.observers:
             observer.observe(summary)
+
+    @staticmethod
+    def _end_span(ctx: RequestContext) -> None:
+        span, error = ctx.span, ctx.error
+        ctx.span = None
+        try:
+            if ctx.operation == "embedding":
+                if ctx.result is not None:
+                    span.record_response(ctx.result)
+            else:
+                if ctx.response is not None:
+                    span.record_response(ctx.response)
+                if ctx.cache_hit:  # answered from the cache: no tokens were spent
+                    span.set_usage(0, 0)
+                elif ctx.usage is not None:
+                    span.set_usage(ctx.usage.prompt_tokens, ctx.usage.completion_tokens)
+                span.set_attribute("gf.cache.hit", ctx.cache_hit)
+            if ctx.deployment is not None:
+                span.set_attribute("gf.gateway.deployment", ctx.deployment.name)
+            if ctx.cost_usd:  # the tracer's own price table, when it knows the model, wins
+                span.set_attribute("gf.cost.usd", float(ctx.cost_usd))
+        except Exception:
+            logger.warning("the tracer failed to record the response", exc_info=True)
+        finally:
+            try:
+                if ctx.span_entered:
+                    span.__exit__(
+                        type(error) if error is not None else None,
+                        error,
+                        error.__traceback__ if error is not None else None,
+                    )
+                else:
+                    span.finish(error)
+            except Exception:
+                logger.warning("the tracer failed to end a span", exc_info=True)
 
     @staticmethod
     def summary(ctx: RequestContext) -> RequestSummary:
@@ -616,6 +785,7 @@ class Pipeline:
         """A chat request, answered whole."""
         try:
             await self.authenticate(ctx)
+            self.observe.begin(ctx, current=True)
             await self.admit(ctx)
             await self.screen_input(ctx)
             await self.look_up(ctx)
@@ -639,6 +809,8 @@ class Pipeline:
         """
         try:
             await self.authenticate(ctx)
+            # not made current: the chunks are delivered from another task
+            self.observe.begin(ctx, current=False)
             await self.admit(ctx)
             await self.screen_input(ctx)
             await self.look_up(ctx)
@@ -654,7 +826,8 @@ class Pipeline:
         self, ctx: RequestContext, chunks: AsyncGenerator[ChatCompletionChunk, None]
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
         try:
-            async for chunk in self.screen_output.stream(ctx, self.store.collect(ctx, chunks)):
+            screened = self.screen_output.stream(ctx, self.store.collect(ctx, chunks))
+            async for chunk in self.observe.chunks(ctx, screened):
                 yield chunk
             await self.store(ctx)
         except BaseException as exc:
@@ -668,6 +841,7 @@ class Pipeline:
         """Embeddings and legacy completions: authenticate, admit, route, call, store, observe."""
         try:
             await self.authenticate(ctx)
+            self.observe.begin(ctx, current=True)
             await self.admit(ctx)
             await self.route(ctx)
             result = await self.call.run(ctx, call)

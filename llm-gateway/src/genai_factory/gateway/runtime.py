@@ -4,7 +4,8 @@
 in atomically: requests in flight finish on the runtime they started with; deployments whose
 settings did not change keep their breaker, statistics and connection pool; pipeline components
 (rate-limit counters, cache) are kept when their settings did not change; the providers of
-removed deployments are closed once their requests drain.
+removed deployments are closed once their requests drain. The named ``components`` and the
+``mounts`` are built once, when the gateway starts: a reload that changes them is refused.
 
 Example:
     >>> from genai_factory.gateway.config import GatewaySettings
@@ -27,11 +28,12 @@ from typing import Any
 from genai_factory.gateway.auth import APIKeyAuthenticator
 from genai_factory.gateway.breaker import CircuitBreaker
 from genai_factory.gateway.cache import ExactMatchCache
+from genai_factory.gateway.components import ComponentRegistry, close_component
 from genai_factory.gateway.config import GatewaySettings, RateLimitSettings, load_gateway_settings
 from genai_factory.gateway.deployment import Capabilities, Deployment
 from genai_factory.gateway.failover import Failover, RetryPolicy
 from genai_factory.gateway.metrics import GatewayMetrics
-from genai_factory.gateway.observe import RequestObserver
+from genai_factory.gateway.observe import GenAITracer, RequestObserver
 from genai_factory.gateway.pipeline import (
     Admit,
     Authenticate,
@@ -63,9 +65,8 @@ from genai_factory.shared.contracts import (
     SpendLedger,
 )
 from genai_factory.shared.errors import ConfigError, Conflict
-from genai_factory.shared.factory import build_component
 
-__all__ = ["Gateway", "Runtime", "build_pipeline_parts", "build_router"]
+__all__ = ["Gateway", "Runtime", "build_mounts", "build_pipeline_parts", "build_router"]
 
 logger = logging.getLogger("genai_factory.gateway")
 
@@ -77,9 +78,11 @@ _PIPELINE_FIELDS = (
     "budget",
     "ledger",
     "observers",
+    "telemetry",
     "redis",
     "stream_screen_chars",
 )
+_START_ONLY_FIELDS = ("components", "mounts")
 
 
 @dataclass
@@ -103,7 +106,12 @@ def _policy(name: str, where: str) -> RoutingPolicy:
     return cls()
 
 
-def _deployment(settings: GatewaySettings, index: int, reuse: Deployment | None) -> Deployment:
+def _deployment(
+    settings: GatewaySettings,
+    index: int,
+    reuse: Deployment | None,
+    registry: ComponentRegistry,
+) -> Deployment:
     spec = settings.deployments[index]
     if reuse is not None:
         return reuse
@@ -111,7 +119,7 @@ def _deployment(settings: GatewaySettings, index: int, reuse: Deployment | None)
     return Deployment(
         name=spec.name,
         model=spec.model,
-        provider=build_provider(spec),
+        provider=build_provider(spec, registry),
         provider_kind=spec.provider,
         timeouts=Timeouts(timeouts.connect_s, timeouts.ttft_s, timeouts.idle_s, timeouts.total_s),
         breaker=CircuitBreaker(**settings.breaker.model_dump()),
@@ -129,9 +137,12 @@ def _deployment(settings: GatewaySettings, index: int, reuse: Deployment | None)
 
 
 def build_router(
-    settings: GatewaySettings, previous: Runtime | None = None
+    settings: GatewaySettings,
+    previous: Runtime | None = None,
+    registry: ComponentRegistry | None = None,
 ) -> tuple[Router, dict[str, Any]]:
     """The router for ``settings``, reusing unchanged deployments of ``previous``."""
+    registry = registry or ComponentRegistry()
     kept: dict[str, Any] = {}
     deployments: dict[str, list[Deployment]] = {}
     for index, spec in enumerate(settings.deployments):
@@ -140,7 +151,7 @@ def build_router(
             old = previous.deployment_settings.get(spec.name)
             if old is not None and old[0] == (spec, settings.breaker):
                 reuse = old[1]
-        deployment = _deployment(settings, index, reuse)
+        deployment = _deployment(settings, index, reuse, registry)
         kept[spec.name] = ((spec, settings.breaker), deployment)
         deployments.setdefault(spec.model, []).append(deployment)
     model_settings = {m.name: m for m in settings.models}
@@ -160,7 +171,7 @@ def build_router(
             )
         )
     if settings.routing.policy is not None:
-        policy: RoutingPolicy = build_component(
+        policy: RoutingPolicy = registry.build(
             settings.routing.policy, RoutingPolicy, where="routing.policy"
         )
     else:
@@ -201,13 +212,18 @@ class PipelineParts:
     ledger: SpendLedger | None
     observers: list[RequestObserver]
     closeables: list[Any]
+    ledgers: list[SpendLedger] = field(default_factory=list)
+    tracer: GenAITracer | None = None
 
 
-def build_pipeline_parts(settings: GatewaySettings) -> PipelineParts:
+def build_pipeline_parts(
+    settings: GatewaySettings, registry: ComponentRegistry | None = None
+) -> PipelineParts:
     """Every pipeline component from ``settings`` (built-ins unless a component is named)."""
+    registry = registry or ComponentRegistry()
     authenticator: Authenticator | None = None
     if settings.auth.component is not None:
-        authenticator = build_component(settings.auth.component, Authenticator, where="auth")
+        authenticator = registry.build(settings.auth.component, Authenticator, where="auth")
     else:
         api_keys = APIKeyAuthenticator(
             settings.auth.keys, settings.auth.keys_env, settings.auth.required
@@ -221,32 +237,73 @@ def build_pipeline_parts(settings: GatewaySettings) -> PipelineParts:
             rules.append(RateLimitRule(rule.scope, "tokens", _limiter(settings, rule, rule.tpm)))
     cache: ResponseCache | None = None
     if settings.cache.component is not None:
-        cache = build_component(settings.cache.component, ResponseCache, where="cache.component")
+        cache = registry.build(settings.cache.component, ResponseCache, where="cache.component")
     elif settings.cache.enabled:
         cache = ExactMatchCache(settings.cache.max_entries, settings.cache.ttl_s)
-    ledger: SpendLedger
-    if settings.ledger is not None:
-        ledger = build_component(settings.ledger, SpendLedger, where="ledger")
-    else:
-        ledger = UsageLedger()
+    ledger_specs = settings.ledger if isinstance(settings.ledger, list) else [settings.ledger]
+    ledgers: list[SpendLedger] = [
+        registry.build(
+            spec, SpendLedger, where="ledger" if len(ledger_specs) == 1 else f"ledger.{i}"
+        )
+        for i, spec in enumerate(ledger_specs)
+        if spec is not None
+    ]
+    budget = (
+        registry.build(settings.budget, BudgetPolicy, where="budget")
+        if settings.budget is not None
+        else None
+    )
+    guards: list[Guard] = [
+        registry.build(spec, Guard, where=f"guards.{i}") for i, spec in enumerate(settings.guards)
+    ]
+    observers: list[RequestObserver] = [
+        registry.build(spec, RequestObserver, where=f"observers.{i}")
+        for i, spec in enumerate(settings.observers)
+    ]
+    tracer = (
+        registry.build(settings.telemetry, GenAITracer, where="telemetry")
+        if settings.telemetry is not None
+        else None
+    )
+    # what this build owns and must close: limiters, and components not shared by name
+    built: list[Any] = [authenticator, cache, budget, *ledgers, *guards, *observers, tracer]
+    closeables: list[Any] = [r.limiter for r in rules if hasattr(r.limiter, "aclose")]
+    seen: set[int] = set()
+    for part in built:  # by identity: components need not be hashable
+        if part is None or id(part) in seen or registry.owns(part) or not _closable(part):
+            continue
+        seen.add(id(part))
+        closeables.append(part)
     return PipelineParts(
         authenticator=authenticator,
         admission=Admission(rules) if rules else None,
-        budget=build_component(settings.budget, BudgetPolicy, where="budget")
-        if settings.budget is not None
-        else None,
-        guards=[
-            build_component(spec, Guard, where=f"guards.{i}")
-            for i, spec in enumerate(settings.guards)
-        ],
+        budget=budget,
+        guards=guards,
         cache=cache,
-        ledger=ledger,
-        observers=[
-            build_component(spec, RequestObserver, where=f"observers.{i}")
-            for i, spec in enumerate(settings.observers)
-        ],
-        closeables=[r.limiter for r in rules if hasattr(r.limiter, "aclose")],
+        ledger=UsageLedger(),
+        observers=observers,
+        closeables=closeables,
+        ledgers=ledgers,
+        tracer=tracer,
     )
+
+
+def _closable(part: Any) -> bool:
+    return any(callable(getattr(part, name, None)) for name in ("aclose", "close", "shutdown"))
+
+
+def build_mounts(settings: GatewaySettings, registry: ComponentRegistry) -> list[tuple[str, Any]]:
+    """The ASGI apps to serve beside the API: ``(path, app)`` in config order."""
+    mounts = []
+    for i, mount in enumerate(settings.mounts):
+        app: Any = registry.build(mount.app, where=f"mounts.{i}.app")
+        if not callable(app):
+            raise ConfigError(
+                f"'mounts.{i}.app' did not build an ASGI app (got {type(app).__name__})",
+                param=f"mounts.{i}.app",
+            )
+        mounts.append((mount.path, app))
+    return mounts
 
 
 def _estimator(router: Router) -> Any:
@@ -275,16 +332,17 @@ def _assemble(
     settings: GatewaySettings, router: Router, parts: PipelineParts, metrics: GatewayMetrics
 ) -> Pipeline:
     retry = RetryPolicy(**settings.retry.model_dump())
+    tracer = parts.tracer
     return Pipeline(
         authenticate=Authenticate(parts.authenticator),
         admit=Admit(parts.admission, parts.budget, _estimator(router)),
-        screen_input=ScreenInput(parts.guards),
-        look_up=LookUp(parts.cache),
+        screen_input=ScreenInput(parts.guards, tracer),
+        look_up=LookUp(parts.cache, tracer),
         route=Route(router),
         call=Call(Failover(retry)),
-        screen_output=ScreenOutput(parts.guards, settings.stream_screen_chars),
-        store=Store(parts.cache, parts.ledger, parts.budget),
-        observe=Observe([*parts.observers, metrics]),
+        screen_output=ScreenOutput(parts.guards, settings.stream_screen_chars, tracer),
+        store=Store(parts.cache, parts.ledger, parts.budget, parts.ledgers),
+        observe=Observe([*parts.observers, metrics], tracer),
     )
 
 
@@ -302,6 +360,8 @@ class Gateway:
             lambda: self.runtime.router.deployments, lambda: self.runtime.router.groups
         )
         self._parts: PipelineParts | None = None
+        self.registry = ComponentRegistry(settings.components)
+        self.mounts = build_mounts(settings, self.registry)
         self.runtime = self._build(settings, None)
         self._draining: set[asyncio.Task[None]] = set()
         self._config_mtime = self._mtime()
@@ -311,12 +371,18 @@ class Gateway:
         return cls(load_gateway_settings(path), path)
 
     def _build(self, settings: GatewaySettings, previous: Runtime | None) -> Runtime:
-        router, kept = build_router(settings, previous)
+        if previous is not None:
+            for name in _START_ONLY_FIELDS:
+                if getattr(previous.settings, name) != getattr(settings, name):
+                    raise ConfigError(
+                        f"'{name}' cannot change while the gateway runs: restart it", param=name
+                    )
+        router, kept = build_router(settings, previous, self.registry)
         same_parts = previous is not None and all(
             getattr(previous.settings, name) == getattr(settings, name) for name in _PIPELINE_FIELDS
         )
         if not same_parts or self._parts is None:
-            self._parts = build_pipeline_parts(settings)
+            self._parts = build_pipeline_parts(settings, self.registry)
         pipeline = _assemble(settings, router, self._parts, self.metrics)
         return Runtime(settings, router, pipeline, kept, list(self._parts.closeables))
 
@@ -377,8 +443,7 @@ class Gateway:
                 break
             await asyncio.sleep(0.05)
         for item in closeables:
-            with contextlib.suppress(Exception):
-                await item.aclose()
+            await close_component(item)
 
     async def watch(self, interval_s: float) -> None:
         """Reload whenever the config file changes (run as a background task)."""
@@ -393,7 +458,7 @@ class Gateway:
                     logger.exception("config reload failed; keeping the running configuration")
 
     async def aclose(self) -> None:
-        """Close every provider and limiter connection (after draining reload leftovers)."""
+        """Close providers, pipeline components, then the named components (after draining)."""
         for task in list(self._draining):
             with contextlib.suppress(Exception):
                 await task
@@ -401,5 +466,5 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await deployment.provider.aclose()
         for item in self.runtime.closeables:
-            with contextlib.suppress(Exception):
-                await item.aclose()
+            await close_component(item)
+        await self.registry.aclose()

@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from genai_factory.gateway.components import ComponentRegistry
 from genai_factory.gateway.providers.base import Provider
 from genai_factory.shared.contracts import ChatModel
-from genai_factory.shared.factory import build_component
 
 if TYPE_CHECKING:
     from genai_factory.gateway.config import DeploymentSettings
@@ -46,8 +46,10 @@ def _secret(value: Any, env: str) -> str | None:
     return os.environ.get(env)
 
 
-def build_provider(settings: DeploymentSettings) -> Provider:
-    """The provider a deployment's settings describe."""
+def build_provider(
+    settings: DeploymentSettings, registry: ComponentRegistry | None = None
+) -> Provider:
+    """The provider a deployment's settings describe (``registry``: named components)."""
     model = settings.upstream_model or settings.model
     common: dict[str, Any] = {
         "connect_timeout_s": settings.timeouts.connect_s,
@@ -103,7 +105,7 @@ def build_provider(settings: DeploymentSettings) -> Provider:
 
         return LiteLLMProvider(model, api_key=settings.key(), base_url=settings.base_url)
     assert settings.component is not None
-    component = build_component(
+    component = (registry or ComponentRegistry()).build(
         settings.component, ChatModel, where=f"deployments.{settings.name}.component"
     )
     return ChatModelProvider(component)
