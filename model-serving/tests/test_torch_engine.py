@@ -300,3 +300,33 @@ def test_config_round_trips_through_the_component_factory() -> None:
         TorchChatModel(default_max_tokens=0)
     with pytest.raises(ServiceUnavailable):
         _ = TorchEngine().tokenizer
+
+
+async def test_a_configured_model_loads_quantises_and_answers(
+    smol_paged: PagedLlama, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from genai_factory.serving.torch_engine import engine as engine_module
+
+    from .torch_fixtures import _loaded
+
+    loads: list[str] = []
+
+    def already_loaded(model: str) -> Any:  # the session's model instead of a 20 s reload
+        loads.append(model)
+        return _loaded()[:2]
+
+    monkeypatch.setattr(engine_module, "load_hf_model", already_loaded)
+    chat = build_component(
+        {
+            "type": "genai_factory.serving.torch_engine:TorchChatModel",
+            "params": {"quantization": "int8-weight-only", "kv_cache_mb": 8, "threads": 1},
+        }
+    )
+    answer = await chat.complete(_request("What is the capital of France?", temperature=0))
+    assert loads == ["smollm2"] and "Paris" in answer.text()
+    engine = chat.engine
+    assert engine.core.model is not smol_paged  # its own quantised copy
+    assert engine.core.model.weight_bytes() < 0.5 * smol_paged.weight_bytes()
+    per_block = smol_paged.shape.kv_bytes_per_token() * engine.block_size
+    assert engine.core.config.num_blocks == (8 << 20) // per_block
+    await chat.close()

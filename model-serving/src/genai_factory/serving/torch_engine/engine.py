@@ -10,7 +10,7 @@ submit: each request remembers its own.
 Example (loads the packaged model, ~20 s):
 
     engine = TorchEngine("smollm2", max_batch_size=16)
-    ids = engine.tokenizer_encode_chat([{"role": "user", "content": "Hi"}])
+    ids = engine.encode_chat([{"role": "user", "content": "Hi"}])
     async for event in engine.stream(ids, SamplingParams(temperature=0, max_tokens=8)):
         print(event.token_ids)
 """
