@@ -330,3 +330,24 @@ async def test_a_configured_model_loads_quantises_and_answers(
     per_block = smol_paged.shape.kv_bytes_per_token() * engine.block_size
     assert engine.core.config.num_blocks == (8 << 20) // per_block
     await chat.close()
+
+
+async def test_stats_report_batch_kv_blocks_and_prefix_hits_for_metrics(
+    chat: TorchChatModel,
+) -> None:
+    prompt = "Tell me about the sea. " * 8
+    request = ChatCompletionRequest.model_validate(
+        {
+            "model": "smollm2",
+            "temperature": 0,
+            "max_tokens": 2,
+            "messages": [{"role": "user", "content": prompt}],
+        }
+    )
+    await chat.complete(request)
+    await chat.complete(request)  # the same prompt again: its full blocks come from the cache
+    stats = chat.stats()
+    assert stats["kv_blocks_total"] > 0
+    assert 0 <= stats["kv_blocks_used"] <= stats["kv_blocks_total"]
+    assert stats["batch_size"] == 0  # nothing running between requests
+    assert 0 < stats["prefix_cache_hit_rate"] <= 1

@@ -167,6 +167,10 @@ class TorchChatModel:
             "seed": engine.seed,
         }
 
+    def stats(self) -> dict[str, float]:
+        """The engine's live figures, which the serving layer exports on /metrics."""
+        return self.engine.gauges()
+
     async def close(self) -> None:
         await self.engine.close()
 

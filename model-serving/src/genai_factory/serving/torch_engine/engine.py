@@ -332,6 +332,30 @@ class TorchEngine:
         """A copy of the engine's counters."""
         return replace(self.core.stats)
 
+    def gauges(self) -> dict[str, float]:
+        """What the server exports on /metrics: batch size, KV blocks, prefix-cache hit rate.
+
+        Read from the event loop while the worker thread steps: each figure is one attribute
+        read, so a scrape sees a consistent-enough snapshot without taking the worker's lock.
+        Empty until the model is loaded.
+        """
+        core = self._core
+        if core is None:
+            return {}
+        counters = core.stats
+        return {
+            "batch_size": float(len(core.running)),
+            "kv_blocks_used": float(core.blocks.num_used_blocks),
+            "kv_blocks_total": float(core.config.num_blocks),
+            "prefix_cache_hit_rate": (
+                counters.cached_prompt_tokens / counters.prompt_tokens
+                if counters.prompt_tokens
+                else 0.0
+            ),
+            "preemptions": float(counters.preemptions),
+            "generated_tokens": float(counters.generated_tokens),
+        }
+
     # ------------------------------------------------------------------ the worker thread
 
     def _run(self) -> None:
