@@ -21,6 +21,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from genai_factory.gateway.providers.base import arguments_object
 from genai_factory.gateway.sse import SSEEvent, encode_sse
 from genai_factory.shared.errors import BadRequest, ProviderError, ValidationError
 from genai_factory.shared.models import (
@@ -255,14 +256,6 @@ def _message_id(response_id: str) -> str:
     return response_id if response_id.startswith("msg_") else "msg_" + response_id.split("-")[-1]
 
 
-def _json_object(arguments: str) -> dict[str, Any]:
-    try:
-        value = orjson.loads(arguments or "{}")
-    except orjson.JSONDecodeError:
-        return {"_raw": arguments}
-    return value if isinstance(value, dict) else {"value": value}
-
-
 def response_from_chat(response: ChatCompletionResponse) -> dict[str, Any]:
     """An internal answer as an Anthropic Messages response."""
     content: list[dict[str, Any]] = []
@@ -278,7 +271,7 @@ def response_from_chat(response: ChatCompletionResponse) -> dict[str, Any]:
                     "type": "tool_use",
                     "id": call.id,
                     "name": call.function.name,
-                    "input": _json_object(call.function.arguments),
+                    "input": arguments_object(call.function.arguments),
                 }
             )
         stop_reason = FINISH_TO_STOP.get(choice.finish_reason or "stop", "end_turn")
@@ -454,7 +447,7 @@ def chat_to_request(
                         "type": "tool_use",
                         "id": call.id,
                         "name": call.function.name,
-                        "input": _json_object(call.function.arguments),
+                        "input": arguments_object(call.function.arguments),
                     }
                 )
             add("assistant", blocks)

@@ -186,6 +186,19 @@ def connection_error(provider: str, exc: BaseException) -> ProviderError:
     )
 
 
+def arguments_object(arguments: str) -> dict[str, Any]:
+    """Tool-call arguments (a JSON string) as the JSON object Anthropic, Bedrock and Gemini want.
+
+    A model may emit arguments that are not JSON or not an object; they are kept rather than
+    dropped, so the upstream sees what the model said.
+    """
+    try:
+        value = orjson.loads(arguments or "{}")
+    except orjson.JSONDecodeError:
+        return {"_raw": arguments}
+    return value if isinstance(value, dict) else {"value": value}
+
+
 def malformed(provider: str, what: str) -> ProviderError:
     return ProviderError(
         f"{provider}: malformed upstream answer ({what})",

@@ -20,7 +20,7 @@ from urllib.parse import quote
 import orjson
 
 from genai_factory.gateway.providers.aws import EventStreamDecoder, EventStreamError, sign_v4
-from genai_factory.gateway.providers.base import HTTPProvider, malformed
+from genai_factory.gateway.providers.base import HTTPProvider, arguments_object, malformed
 from genai_factory.shared.errors import BadRequest, ProviderError
 from genai_factory.shared.models import (
     ChatCompletionChunk,
@@ -74,13 +74,6 @@ def _content(message: ChatMessage) -> list[dict[str, Any]]:
     return blocks
 
 
-def _arguments(text: str) -> Any:
-    try:
-        return orjson.loads(text or "{}")
-    except orjson.JSONDecodeError:
-        return {"_raw": text}
-
-
 def to_converse(request: ChatCompletionRequest) -> dict[str, Any]:
     """The internal chat request as a Converse request body."""
     system: list[dict[str, Any]] = []
@@ -105,7 +98,7 @@ def to_converse(request: ChatCompletionRequest) -> dict[str, Any]:
                         "toolUse": {
                             "toolUseId": call.id,
                             "name": call.function.name,
-                            "input": _arguments(call.function.arguments),
+                            "input": arguments_object(call.function.arguments),
                         }
                     }
                 )

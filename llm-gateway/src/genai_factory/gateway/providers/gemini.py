@@ -17,7 +17,12 @@ from urllib.parse import quote
 
 import orjson
 
-from genai_factory.gateway.providers.base import CONTENT_FILTER, HTTPProvider, malformed
+from genai_factory.gateway.providers.base import (
+    CONTENT_FILTER,
+    HTTPProvider,
+    arguments_object,
+    malformed,
+)
 from genai_factory.gateway.sse import iter_sse
 from genai_factory.shared.errors import BadRequest, ProviderError
 from genai_factory.shared.models import (
@@ -67,13 +72,6 @@ def _parts(message: ChatMessage) -> list[dict[str, Any]]:
     return parts
 
 
-def _json(text: str) -> Any:
-    try:
-        return orjson.loads(text or "{}")
-    except orjson.JSONDecodeError:
-        return {"_raw": text}
-
-
 def to_gemini(request: ChatCompletionRequest) -> dict[str, Any]:
     """The internal chat request as a ``generateContent`` body."""
     system: list[dict[str, Any]] = []
@@ -99,7 +97,7 @@ def to_gemini(request: ChatCompletionRequest) -> dict[str, Any]:
                     {
                         "functionCall": {
                             "name": call.function.name,
-                            "args": _json(call.function.arguments),
+                            "args": arguments_object(call.function.arguments),
                         }
                     }
                 )
