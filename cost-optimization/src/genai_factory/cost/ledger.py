@@ -44,6 +44,7 @@ from typing import Any
 
 from genai_factory.shared.errors import ConfigError, ServiceUnavailable, ValidationError
 from genai_factory.shared.models import CostRecord
+from genai_factory.shared.storage import connect_durable_sqlite
 
 __all__ = ["LedgerUsage", "PostgresSpendLedger", "SQLiteSpendLedger", "parse_scope"]
 
@@ -195,15 +196,7 @@ class SQLiteSpendLedger:
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                self.path,
-                timeout=self.busy_timeout_s,
-                isolation_level=None,  # autocommit: each statement is its own durable transaction
-                check_same_thread=False,
-            )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")  # fsync the WAL on every commit
+            conn = connect_durable_sqlite(self.path, busy_timeout_s=self.busy_timeout_s)
             conn.execute(
                 """CREATE TABLE IF NOT EXISTS cost_records (
                     request_id TEXT PRIMARY KEY,

@@ -33,8 +33,9 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
+
+from genai_factory.shared.storage import connect_durable_sqlite
 
 __all__ = ["GENESIS", "AuditLog", "AuditRecord", "VerifyReport"]
 
@@ -119,12 +120,7 @@ class AuditLog:
         return self._url.removeprefix("sqlite:///")
 
     def _sqlite_connect(self) -> sqlite3.Connection:
-        path = self._sqlite_path()
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
+        conn = connect_durable_sqlite(self._sqlite_path(), busy_timeout_s=30.0)
         conn.execute(
             f"CREATE TABLE IF NOT EXISTS {self.table} (seq INTEGER PRIMARY KEY, ts TEXT NOT NULL,"
             " event TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)"

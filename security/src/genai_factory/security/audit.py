@@ -41,12 +41,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 from genai_factory.security.compliance import pseudonym
 from genai_factory.security.encryption import AtRestCipher
 from genai_factory.shared.errors import GFError
+from genai_factory.shared.storage import connect_durable_sqlite
 
 __all__ = ["AuditEvent", "AuditLog"]
 
@@ -103,11 +103,7 @@ class AuditLog:
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=5000")
+            conn = connect_durable_sqlite(self.path)
             for statement in _SCHEMA:
                 conn.execute(statement)
             self._conn = conn

@@ -28,10 +28,10 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from genai_factory.shared.errors import Conflict
+from genai_factory.shared.storage import connect_durable_sqlite
 
 __all__ = [
     "APIKeyRecord",
@@ -188,11 +188,7 @@ class SQLiteAPIKeyStore:
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=5000")
+            conn = connect_durable_sqlite(self.path)
             conn.execute(_CREATE_TABLE)
             for statement in _INDEXES:
                 conn.execute(statement)
