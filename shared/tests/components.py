@@ -88,3 +88,8 @@ class Exploding:
 
 
 NOT_CALLABLE = 42
+
+
+def guard_pair(first: KeywordGuard, second: KeywordGuard, weight: float = 1.0) -> Chain:
+    """A factory function (not a class) that takes components: the config builds them first."""
+    return Chain(first, [second], {"weight": weight})

@@ -129,3 +129,28 @@ def test_arbitrary_config_builds_or_raises_config_error(config: dict[str, Any]) 
         build_component(config)
     except ConfigError as exc:
         assert exc.message
+
+
+def test_a_factory_function_gets_nested_components_and_checked_params() -> None:
+    chain = build_component(
+        spec(
+            "guard_pair",
+            first=spec("KeywordGuard", words=["a"]),
+            second=spec("KeywordGuard", words=["b"], mode="redact"),
+            weight="0.5",
+        )
+    )
+    assert isinstance(chain.primary, KeywordGuard) and chain.primary.words == ["a"]
+    assert chain.others[0].mode == "redact"
+    assert chain.options == {"weight": 0.5}
+    with pytest.raises(ConfigError, match=r"unknown parameter 'params\.colour'"):
+        build_component(spec("guard_pair", first=spec("KeywordGuard", words=["a"]), colour=1))
+    with pytest.raises(ConfigError, match=r"params\.weight"):
+        build_component(
+            spec(
+                "guard_pair",
+                first=spec("KeywordGuard", words=["a"]),
+                second=spec("KeywordGuard", words=["b"]),
+                weight="heavy",
+            )
+        )

@@ -103,7 +103,15 @@ class Reranker(Protocol):
 
 @runtime_checkable
 class Guard(Protocol):
-    """Screens what goes into a model and what comes out; the verdict explains itself."""
+    """Screens what goes into a model and what comes out; the verdict explains itself.
+
+    A ``redact`` verdict carries the rewritten content in ``Verdict.text``:
+
+    - from ``check_input``: a JSON array with one entry per request message, in order, holding the
+      message's new content or ``null`` when that message is unchanged (so a redaction in the
+      system prompt or an earlier turn is not lost);
+    - from ``check_output``: the rewritten answer text.
+    """
 
     async def check_input(
         self, request: ChatCompletionRequest, principal: Principal | None

@@ -93,14 +93,16 @@ def _keeps_mapping(annotation: Any) -> bool:
     return any((typing.get_origin(c) or c) in (dict, Mapping) for c in candidates)
 
 
-def _signature_model(cls: type[Any]) -> tuple[type[BaseModel], set[str], bool]:
-    """A pydantic model of ``cls``'s keyword parameters (name -> (type, default))."""
+def _signature_model(target: Any) -> tuple[type[BaseModel], set[str], bool]:
+    """A pydantic model of a class's or a factory function's keyword parameters."""
     try:
-        signature = inspect.signature(cls)
+        signature = inspect.signature(target)
     except (TypeError, ValueError):  # some C types publish no signature: pass params through
         return _PASS_THROUGH, set(), True
     try:
-        hints = typing.get_type_hints(cls.__init__, include_extras=True)
+        hints = typing.get_type_hints(
+            target.__init__ if inspect.isclass(target) else target, include_extras=True
+        )
     except Exception:  # unresolvable forward references: fall back to the signature's own
         hints = {}
     fields: dict[str, Any] = {}
@@ -117,7 +119,7 @@ def _signature_model(cls: type[Any]) -> tuple[type[BaseModel], set[str], bool]:
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[name] = (annotation, default)
     model = pydantic.create_model(
-        f"{cls.__name__}Params",
+        f"{getattr(target, '__name__', 'Component')}Params",
         __config__=ConfigDict(
             arbitrary_types_allowed=True, extra="allow" if accepts_kwargs else "forbid"
         ),
@@ -163,43 +165,42 @@ def build_component(
         raise ConfigError(f"'{prefix}type': {parsed.type} is not callable", param=f"{prefix}type")
 
     params = dict(parsed.params)
-    if inspect.isclass(target):
-        model, known, accepts_kwargs = _signature_model(target)
-        hints = model.model_fields
-        for name, value in list(params.items()):
-            if name not in known and not accepts_kwargs:
-                raise ConfigError(
-                    f"unknown parameter '{prefix}params.{name}' for {parsed.type} "
-                    f"(accepted: {', '.join(sorted(known)) or 'none'})",
-                    param=f"{prefix}params.{name}",
-                )
-            annotation = hints[name].annotation if name in hints else Any
-            if _is_spec(value) and not _keeps_mapping(annotation):
-                params[name] = build_component(value, where=f"{prefix}params.{name}")
-            elif isinstance(value, list) and any(_is_spec(item) for item in value):
-                params[name] = [
-                    build_component(item, where=f"{prefix}params.{name}.{i}")
-                    if _is_spec(item)
-                    else item
-                    for i, item in enumerate(value)
-                ]
-        try:
-            validated = model.model_validate(params)
-        except pydantic.ValidationError as exc:
-            first = exc.errors(include_url=False)[0]
-            loc = ".".join(str(p) for p in first["loc"])
-            field = f"{prefix}params.{loc}"
-            kind = "missing" if first["type"] == "missing" else "invalid value for"
+    # Classes and factory functions alike: params are checked against the signature and nested
+    # specs are built, so a function can take components too.
+    model, known, accepts_kwargs = _signature_model(target)
+    hints = model.model_fields
+    for name, value in list(params.items()):
+        if name not in known and not accepts_kwargs:
             raise ConfigError(
-                f"{kind} '{field}' of {parsed.type}: {first['msg']}", param=field
-            ) from None
-        kwargs = {
-            name: getattr(validated, name) for name in validated.model_fields_set if name in known
-        }
-        if accepts_kwargs and validated.model_extra:
-            kwargs.update(validated.model_extra)
-    else:
-        kwargs = params
+                f"unknown parameter '{prefix}params.{name}' for {parsed.type} "
+                f"(accepted: {', '.join(sorted(known)) or 'none'})",
+                param=f"{prefix}params.{name}",
+            )
+        annotation = hints[name].annotation if name in hints else Any
+        if _is_spec(value) and not _keeps_mapping(annotation):
+            params[name] = build_component(value, where=f"{prefix}params.{name}")
+        elif isinstance(value, list) and any(_is_spec(item) for item in value):
+            params[name] = [
+                build_component(item, where=f"{prefix}params.{name}.{i}")
+                if _is_spec(item)
+                else item
+                for i, item in enumerate(value)
+            ]
+    try:
+        validated = model.model_validate(params)
+    except pydantic.ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        field = f"{prefix}params.{loc}"
+        kind = "missing" if first["type"] == "missing" else "invalid value for"
+        raise ConfigError(
+            f"{kind} '{field}' of {parsed.type}: {first['msg']}", param=field
+        ) from None
+    kwargs = {
+        name: getattr(validated, name) for name in validated.model_fields_set if name in known
+    }
+    if accepts_kwargs and validated.model_extra:
+        kwargs.update(validated.model_extra)
 
     try:
         obj = target(**kwargs)

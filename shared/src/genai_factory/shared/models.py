@@ -501,7 +501,9 @@ class Verdict(_Model):
 
     decision: Literal["allow", "redact", "block"]
     findings: list[Finding] = Field(default_factory=list)
-    text: str | None = Field(default=None, description="the rewritten text when redacted")
+    # For an input check: a JSON array, one entry per message (null = unchanged); for an output
+    # check: the rewritten answer. See the Guard contract.
+    text: str | None = Field(default=None, description="the rewritten content when redacted")
     timings_ms: dict[str, float] = Field(default_factory=dict)
 
     @property
