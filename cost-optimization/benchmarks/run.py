@@ -1,10 +1,12 @@
 """Budget check + settle latency: reserve and settle, one call after another, p50/p99.
 
 Runs each configuration in this process against the real components: the in-process backend and
-the Redis backend (loopback), each without a ledger (the counters alone) and with the default
-SQLite ledger (an fsync'd commit per settle). Every reservation touches five budgets: a per-request
-limit and the caller's key, user, team and org. Writes ``results/budgets.json`` and prints a
-Markdown table for the README.
+the Redis backend (loopback), each without a ledger (the counters alone) and with the SQLite
+ledger: written before settle returns (an fsync'd commit per call), and, for Redis, deferred (the
+record parked in Redis's outbox by the settle script, written to SQLite in batches by a
+background task). Every reservation touches five budgets: a per-request limit and the caller's
+key, user, team and org. Writes ``results/budgets.json`` and regenerates the table in the
+module's README (between the ``bench:budgets`` markers).
 
 Usage: python benchmarks/run.py [--calls N] [--warmup N] [--concurrency N] [--redis-url URL]
 """
@@ -32,7 +34,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import redis
 
 from genai_factory.cost.backends import BudgetBackend, InProcessBudgetBackend
-from genai_factory.cost.budgets import BudgetPolicyEngine
+from genai_factory.cost.budgets import BudgetPolicyEngine, LedgerWrite
 from genai_factory.cost.ledger import SQLiteSpendLedger
 from genai_factory.cost.redis_backend import RedisBudgetBackend
 from genai_factory.shared.models import (
@@ -77,17 +79,46 @@ async def one_call(engine: BudgetPolicyEngine, i: int) -> tuple[float, float]:
     return (reserved - start) * 1000, (settled - reserved) * 1000
 
 
+def redis_script_stats(url: str) -> tuple[int, int]:
+    """Scripts run and microseconds spent in them by the Redis server so far (all clients)."""
+    client = redis.Redis.from_url(url)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    calls = usec = 0
+    for name in ("cmdstat_evalsha", "cmdstat_eval"):
+        calls += int(stats.get(name, {}).get("calls", 0))
+        usec += int(stats.get(name, {}).get("usec", 0))
+    return calls, usec
+
+
 async def measure(
-    name: str, engine: BudgetPolicyEngine, calls: int, warmup: int, concurrency: int
+    name: str,
+    engine: BudgetPolicyEngine,
+    calls: int,
+    warmup: int,
+    concurrency: int,
+    redis_url: str | None,
 ) -> dict[str, Any]:
     for i in range(warmup):
         await one_call(engine, -i - 1)
     reserve_ms: list[float] = []
     settle_ms: list[float] = []
+    redis_before = redis_script_stats(redis_url) if redis_url else None
+    cpu_start = time.process_time()
     for i in range(calls):
         r, s = await one_call(engine, i)
         reserve_ms.append(r)
         settle_ms.append(s)
+    # CPU this process spent per call (threads included): the work, apart from waiting
+    cpu_ms = (time.process_time() - cpu_start) * 1000 / calls
+    redis_server_ms: float | None = None
+    if redis_url and redis_before is not None:
+        after = redis_script_stats(redis_url)
+        scripts = after[0] - redis_before[0]
+        redis_server_ms = (after[1] - redis_before[1]) / 1000 / max(1, calls)
+        assert scripts >= 2 * calls, "expected two scripts per call"
     total_ms = [r + s for r, s in zip(reserve_ms, settle_ms, strict=True)]
 
     # throughput with several callers at once (one event loop, like one gateway replica)
@@ -110,6 +141,8 @@ async def measure(
             "p99": percentile(total_ms, 99),
             "mean": statistics.fmean(total_ms),
         },
+        "client_cpu_ms_per_call": cpu_ms,
+        "redis_server_script_ms_per_call": redis_server_ms,
         "concurrent": {
             "tasks": concurrency,
             "calls": per_task * concurrency,
@@ -125,6 +158,17 @@ async def measure(
     return result
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else what the platform module knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def versions() -> dict[str, str]:
     names = ("genai-factory-cost-optimization", "redis", "pydantic")
     found = {name: importlib.metadata.version(name) for name in names}
@@ -137,27 +181,41 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     results: list[dict[str, Any]] = []
     prefix = f"gfbench:{uuid.uuid4().hex[:10]}:"
     with tempfile.TemporaryDirectory() as tmp:
-        setups: list[tuple[str, str, bool]] = [
-            ("in-process, counters only", "memory", False),
-            ("Redis (loopback), counters only", "redis", False),
-            ("in-process + SQLite ledger (fsync)", "memory", True),
-            ("Redis (loopback) + SQLite ledger (fsync)", "redis", True),
+        setups: list[tuple[str, str, bool, LedgerWrite]] = [
+            ("in-process, counters only", "memory", False, "sync"),
+            ("Redis (loopback), counters only", "redis", False, "sync"),
+            ("in-process + SQLite ledger (fsync per call)", "memory", True, "sync"),
+            ("Redis (loopback) + SQLite ledger (fsync per call)", "redis", True, "sync"),
+            (
+                "Redis (loopback) + SQLite ledger (deferred: Redis outbox, batched fsync)",
+                "redis",
+                True,
+                "deferred",
+            ),
         ]
-        for name, kind, with_ledger in setups:
+        for n, (name, kind, with_ledger, ledger_write) in enumerate(setups):
             backend: BudgetBackend = (
-                RedisBudgetBackend(args.redis_url, key_prefix=prefix + kind + str(with_ledger))
+                RedisBudgetBackend(args.redis_url, key_prefix=f"{prefix}{n}:")
                 if kind == "redis"
                 else InProcessBudgetBackend()
             )
             engine = BudgetPolicyEngine(
                 budgets=BUDGETS,
                 backend=backend,
-                ledger=SQLiteSpendLedger(Path(tmp) / f"{kind}.sqlite3") if with_ledger else None,
+                ledger=SQLiteSpendLedger(Path(tmp) / f"{n}.sqlite3") if with_ledger else None,
                 record_spend=with_ledger,
+                ledger_write=ledger_write,
             )
             try:
                 results.append(
-                    await measure(name, engine, args.calls, args.warmup, args.concurrency)
+                    await measure(
+                        name,
+                        engine,
+                        args.calls,
+                        args.warmup,
+                        args.concurrency,
+                        args.redis_url if kind == "redis" else None,
+                    )
                 )
             finally:
                 await engine.close()
@@ -173,7 +231,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "budgets",
         "machine": {
             "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
+            "processor": cpu_model(),
             "cpu_count": os.cpu_count(),
             "redis_server": server.get("redis_version"),
             "load_average_1m": {"start": load_at_start, "end": os.getloadavg()[0]},
@@ -193,18 +251,55 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def table(report: dict[str, Any]) -> str:
     lines = [
         "| configuration | reserve p50 / p99 (ms) | settle p50 / p99 (ms) | "
-        "reserve + settle p50 / p99 (ms) | calls/s with "
-        f"{report['parameters']['concurrency']} concurrent callers |",
-        "|---|---|---|---|---|",
+        "reserve + settle p50 / p99 (ms) | CPU per call: client / Redis scripts (ms) | "
+        f"calls/s with {report['parameters']['concurrency']} concurrent callers |",
+        "|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
+        server = r.get("redis_server_script_ms_per_call")
+        cpu = f"{r['client_cpu_ms_per_call']:.3f} / " + ("-" if server is None else f"{server:.3f}")
         lines.append(
             f"| {r['name']} | {r['reserve_ms']['p50']:.3f} / {r['reserve_ms']['p99']:.3f} | "
             f"{r['settle_ms']['p50']:.3f} / {r['settle_ms']['p99']:.3f} | "
             f"{r['reserve_plus_settle_ms']['p50']:.3f} / {r['reserve_plus_settle_ms']['p99']:.3f} | "
-            f"{r['concurrent']['calls_per_s']:.0f} |"
+            f"{cpu} | {r['concurrent']['calls_per_s']:.0f} |"
         )
+    machine, versions = report["machine"], report["versions"]
+    load = machine["load_average_1m"]
+    lines += [
+        "",
+        f"Measured on {machine['platform']}, {machine['cpu_count']} CPUs "
+        f"({machine['processor']}), load average {load['start']:.1f} at the start and "
+        f"{load['end']:.1f} at the end (1 min), Python {versions['python']}, "
+        f"redis-py {versions['redis']}, Redis {machine['redis_server']} on loopback, "
+        f"SQLite on the machine's disk; {report['parameters']['calls']} calls per configuration "
+        f"after {report['parameters']['warmup']} warm-up calls.",
+    ]
+    verdicts = []
+    for r in report["results"]:
+        if r["name"].startswith("Redis") and "fsync per call" not in r["name"]:
+            p99 = r["reserve_plus_settle_ms"]["p99"]
+            verdicts.append(
+                f"{r['name']}: p99 {p99:.3f} ms, {'under' if p99 < 1 else 'over'} the goal"
+            )
+    if verdicts:
+        lines += ["", "Goal, budget check + settle under 1 ms with Redis on loopback (p99):"]
+        lines += [f"- {v}" for v in verdicts]
     return "\n".join(lines)
+
+
+START, END = "<!-- bench:budgets:start -->", "<!-- bench:budgets:end -->"
+
+
+def update_readme(report: dict[str, Any], readme: Path) -> bool:
+    """Replace the table between the markers with this run's; False when there are none."""
+    text = readme.read_text(encoding="utf-8")
+    head, found, rest = text.partition(START)
+    _, found_end, tail = rest.partition(END)
+    if not (found and found_end):
+        return False
+    readme.write_text(f"{head}{START}\n{table(report)}\n{END}{tail}", encoding="utf-8")
+    return True
 
 
 def main() -> int:
@@ -215,20 +310,28 @@ def main() -> int:
     parser.add_argument(
         "--redis-url", default=os.environ.get("GF_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
     )
-    args = parser.parse_args()
-    print(f"budgets benchmark: {args.calls} calls per configuration", flush=True)
-    report = asyncio.run(run(args))
-    out = HERE / "results" / "budgets.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {out.relative_to(HERE.parent)}\n")
-    print(table(report))
-    print(
-        f"\nmachine: {report['machine']['platform']}, {report['machine']['cpu_count']} CPUs, "
-        f"Python {report['versions']['python']}, Redis {report['machine']['redis_server']}, "
-        f"load average {report['machine']['load_average_1m']['start']:.1f} -> "
-        f"{report['machine']['load_average_1m']['end']:.1f}"
+    parser.add_argument(
+        "--readme-only",
+        action="store_true",
+        help="rewrite the README table from results/budgets.json without measuring",
     )
+    args = parser.parse_args()
+    out = HERE / "results" / "budgets.json"
+    if args.readme_only:
+        report = json.loads(out.read_text())
+    else:
+        print(f"budgets benchmark: {args.calls} calls per configuration", flush=True)
+        report = asyncio.run(run(args))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"\nwrote {out.relative_to(HERE.parent)}\n")
+    print(table(report))
+    readme = HERE.parent / "README.md"
+    if update_readme(report, readme):
+        print(f"\nupdated the table in {readme.name}")
+    else:
+        print(f"\n{readme.name} has no {START} marker: table not written", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -5,7 +5,8 @@ per event, flushed at once, so the test can kill it at a known point:
 
 - ``ready``: engine built; it then waits for a token on the Redis list ``<prefix>go``;
 - ``reserved <request id>``: a reservation is held;
-- ``settling <request id>``: the counters are settled, the ledger write is about to happen;
+- ``settling <request id>``: the counters are settled, the ledger write is about to happen (with
+  deferred ledger writes it comes after ``ack``);
 - ``ack <request id>``: ``settle`` returned (the spend is acknowledged);
 - ``blocked <request id>``: BudgetExceeded;
 - ``done <json summary>``.
@@ -20,6 +21,7 @@ import asyncio
 import json
 import random
 import sys
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -46,6 +48,12 @@ class HangingLedger(SQLiteSpendLedger):
     async def record(self, record: CostRecord) -> None:
         say("settling", record.request_id)
         await asyncio.sleep(3600)
+
+    async def record_many(self, records: Sequence[CostRecord]) -> int:  # deferred writes
+        for record in records:
+            say("settling", record.request_id)
+        await asyncio.sleep(3600)
+        return 0
 
 
 async def one_call(
@@ -85,9 +93,13 @@ async def main(config: dict[str, Any]) -> None:
             keep_s=60.0,
         ),
         ledger=ledger_class(config["ledger_path"]),
+        ledger_write=config.get("ledger_write", "auto"),
     )
     principal = Principal(subject=config["worker"], team_id="shared-team")
     client = aioredis.Redis.from_url(config["redis_url"])
+    # warm up (outbox recovery, counter seeding, script loading) so the race starts even
+    await engine.recover()
+    await engine.usage(principal)
     say("ready")
     await client.blpop([config["prefix"] + "go"], timeout=60)  # type: ignore[arg-type]
     await client.aclose()

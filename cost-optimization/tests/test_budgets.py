@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from genai_factory.cost.budgets import BudgetPolicyEngine
 from genai_factory.cost.ledger import SQLiteSpendLedger
+from genai_factory.cost.redis_backend import RedisBudgetBackend
 from genai_factory.shared.contracts import BudgetPolicy
 from genai_factory.shared.errors import (
     BudgetExceeded,
+    ConfigError,
     ServiceUnavailable,
     ValidationError,
     to_http,
 )
 from genai_factory.shared.models import ChatCompletionRequest, CostRecord, Principal
+
+from .conftest import record
 
 Engine = Callable[..., BudgetPolicyEngine]
 
@@ -399,3 +404,128 @@ async def test_soft_hard_and_downgrade_behave_the_same_on_every_backend(
         "user-monthly-tokens": 8505,
         "org-monthly-usd": Decimal("0.7"),
     }
+
+
+# ---------------------------------------------------------------------- deferred ledger writes
+
+
+class _CountingLedger(SQLiteSpendLedger):
+    """A SQLite ledger that remembers each batch it was given, and can fail the first N."""
+
+    def __init__(self, path: Path, fail: int = 0) -> None:
+        super().__init__(path)
+        self.batches: list[int] = []
+        self.fail = fail
+
+    async def record_many(self, records: Sequence[CostRecord]) -> int:
+        if self.fail:
+            self.fail -= 1
+            raise ServiceUnavailable("ledger down")
+        self.batches.append(len(records))
+        return await super().record_many(records)
+
+
+class _PlainLedger:
+    """Only the SpendLedger contract's ``record``: the engine must not need more."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, CostRecord] = {}
+
+    async def record(self, record: CostRecord) -> None:
+        self.records.setdefault(record.request_id, record)
+
+
+async def test_with_redis_the_ledger_is_written_after_settle_returns_in_batches(
+    redis_url: str, redis_namespace: str, tmp_path: Path, make_chat: Any, alice: Principal
+) -> None:
+    ledger = _CountingLedger(tmp_path / "deferred.sqlite3")
+    engine = BudgetPolicyEngine(
+        budgets=[{"scope": "team", "period": "total", "limit_usd": "100"}],
+        backend=RedisBudgetBackend(redis_url, key_prefix=redis_namespace),
+        ledger=ledger,
+    )
+    assert engine._deferred  # auto: Redis keeps the outbox outside this process
+
+    async def one(i: int) -> None:
+        reservation = await engine.reserve(alice, make_chat(), Decimal("0.02"))
+        await engine.settle(reservation, record(f"d-{i}", "0.01"))
+
+    await asyncio.gather(*(one(i) for i in range(40)))
+    # settle has returned for all 40: each record is in the ledger or still in the outbox
+    pending = {rid for rid, _ in await engine.backend.pending()}
+    stored = {r.request_id for r in await ledger.records()}
+    assert len(stored) + len(pending) >= 40
+    await engine.flush()
+    assert await engine.backend.pending() == []
+    assert await ledger.total("team:research") == Decimal("0.40")
+    assert len(await ledger.records()) == 40
+    assert sum(ledger.batches) == 40
+    assert len(ledger.batches) < 40  # settles that queued up during a write shared one commit
+    await engine.close()
+
+
+async def test_a_failed_deferred_write_is_retried_from_the_outbox(
+    redis_url: str, redis_namespace: str, tmp_path: Path, make_chat: Any, alice: Principal
+) -> None:
+    ledger = _CountingLedger(tmp_path / "flaky.sqlite3", fail=1)
+    engine = BudgetPolicyEngine(
+        budgets=[{"scope": "team", "period": "total", "limit_usd": "100"}],
+        backend=RedisBudgetBackend(redis_url, key_prefix=redis_namespace),
+        ledger=ledger,
+        ledger_write="deferred",
+        flush_batch=1,
+    )
+    reservation = await engine.reserve(alice, make_chat(), Decimal("0.02"))
+    await engine.settle(reservation, record("f-1", "0.015"))  # the write fails in the background
+    await engine.flush()  # the retry (through recover) writes it
+    assert await ledger.total("team:research") == Decimal("0.015")
+    assert await engine.backend.pending() == []
+    await engine.close()
+
+
+async def test_close_writes_what_is_queued_even_with_a_plain_ledger(
+    redis_url: str, redis_namespace: str, make_chat: Any, alice: Principal
+) -> None:
+    plain = _PlainLedger()
+    engine = BudgetPolicyEngine(
+        budgets=[{"scope": "team", "period": "total", "limit_usd": "100"}],
+        backend=RedisBudgetBackend(redis_url, key_prefix=redis_namespace),
+        ledger=plain,  # type: ignore[arg-type]
+    )
+    for i in range(3):
+        reservation = await engine.reserve(alice, make_chat(), Decimal("0.02"))
+        await engine.settle(reservation, record(f"p-{i}", "0.01"))
+    await engine.close()
+    assert sorted(plain.records) == ["p-0", "p-1", "p-2"]
+
+
+async def test_sync_ledger_writes_finish_before_settle_returns(
+    redis_url: str, redis_namespace: str, tmp_path: Path, make_chat: Any, alice: Principal
+) -> None:
+    ledger = SQLiteSpendLedger(tmp_path / "sync.sqlite3")
+    engine = BudgetPolicyEngine(
+        budgets=[{"scope": "team", "period": "total", "limit_usd": "100"}],
+        backend=RedisBudgetBackend(redis_url, key_prefix=redis_namespace),
+        ledger=ledger,
+        ledger_write="sync",
+    )
+    reservation = await engine.reserve(alice, make_chat(), Decimal("0.02"))
+    await engine.settle(reservation, record("s-1", "0.01"))
+    assert [r.request_id for r in await ledger.records()] == ["s-1"]
+    assert await engine.backend.pending() == []
+    await engine.close()
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"ledger_write": "later"}, "ledger_write"),
+        ({"flush_batch": 0}, "flush_batch"),
+        ({"flush_interval_s": -1}, "flush_interval_s"),
+        ({"ledger_write": "deferred"}, "ledger_write"),  # in-process outbox dies with us
+    ],
+)
+def test_ledger_write_settings_are_checked(params: dict[str, Any], field: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        BudgetPolicyEngine(budgets=[], record_spend=False, **params)
+    assert caught.value.param == field

@@ -170,3 +170,19 @@ async def test_an_unreachable_database_is_a_503_without_the_dsn() -> None:
         with pytest.raises(ServiceUnavailable) as caught:
             await attempt
         assert "hunter2" not in str(caught.value) and caught.value.status == 503
+
+
+async def test_record_many_writes_a_batch_once(any_ledger: Any) -> None:
+    assert await any_ledger.record_many([]) == 0
+    batch = [call(f"m{i}", "0.25", JAN + i, team_id="t1") for i in range(4)]
+    assert await any_ledger.record_many(batch) == 4
+    # a batch that repeats records (a recovery after a crash) adds only the new ones
+    assert await any_ledger.record_many([*batch[2:], call("m9", "1", JAN, team_id="t1")]) == 1
+    assert await any_ledger.total("team:t1") == Decimal("2.00")
+    assert [r.request_id for r in await any_ledger.records("team:t1")] == [
+        "m0",
+        "m9",
+        "m1",
+        "m2",
+        "m3",
+    ]

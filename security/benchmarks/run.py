@@ -3,7 +3,8 @@ latency percentiles; authorisation with 10, 1,000 and 10,000 rules, ours against
 same RBAC policy, in one run, with every decision cross-checked between the two.
 
 Usage: python benchmarks/run.py [--iterations N] [--rules 10,1000,10000] [--casbin-budget-s S]
-Writes results/security.json and prints Markdown tables for the README.
+Writes results/security.json, prints Markdown tables and regenerates them in the module's README
+(between the ``bench:security`` markers).
 """
 
 from __future__ import annotations
@@ -276,13 +277,14 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine() -> dict[str, Any]:
+def machine(load_at_start: float) -> dict[str, Any]:
     return {
         "platform": platform.platform(),
         "python": sys.version.split()[0],
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "load_avg_1m": round(os.getloadavg()[0], 2),
+        "load_avg_1m_start": round(load_at_start, 2),
     }
 
 
@@ -308,6 +310,43 @@ def tables(auth: dict[str, Any], authz: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def summary(result: dict[str, Any]) -> str:
+    """The machine line and the goal's verdict, from the measured numbers only."""
+    m, v = result["machine"], result["versions"]
+    lines = [
+        f"Measured on {m['platform']}, {m['cpu_count']} CPUs ({m['cpu']}), Python {m['python']}, "
+        f"PyCasbin {v['pycasbin']}, load average {m['load_avg_1m_start']:.1f} at the start and "
+        f"{m['load_avg_1m']:.1f} at the end (1 min); {result['parameters']['iterations']:,} "
+        f"iterations per row, PyCasbin time-boxed at {result['parameters']['casbin_budget_s']:g} s "
+        "per row.",
+    ]
+    at_1000 = result["authorisation"].get("1000")
+    if at_1000 is not None:
+        sync_p99 = at_1000["ours_decide"]["p99_us"]
+        async_p99 = at_1000["ours_authorize_async"]["p99_us"]
+        verdict = "holds" if max(sync_p99, async_p99) < 100 else "does not hold"
+        lines.append(
+            f"Goal, under 0.1 ms p99 per decision at 1,000 rules: {verdict} in this run "
+            f"({sync_p99:.1f} µs sync, {async_p99:.1f} µs async)."
+        )
+    return "\n\n".join(lines)
+
+
+START, END = "<!-- bench:security:start -->", "<!-- bench:security:end -->"
+
+
+def update_readme(result: dict[str, Any], readme: Path) -> bool:
+    """Replace what is between the markers with this run's tables; False when there are none."""
+    text = readme.read_text(encoding="utf-8")
+    head, found, rest = text.partition(START)
+    _, found_end, tail = rest.partition(END)
+    if not (found and found_end):
+        return False
+    body = tables(result["authentication"], result["authorisation"]) + "\n\n" + summary(result)
+    readme.write_text(f"{head}{START}\n{body}\n{END}{tail}", encoding="utf-8")
+    return True
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=5000)
@@ -315,13 +354,14 @@ def main() -> int:
     parser.add_argument("--casbin-budget-s", type=float, default=10.0)
     args = parser.parse_args()
     rule_counts = [int(x) for x in args.rules.split(",")]
+    load_at_start = os.getloadavg()[0]  # other work on the machine moves the tail latencies
     print("authentication...", flush=True)
     auth = asyncio.run(bench_authentication(args.iterations))
     print("authorisation...", flush=True)
     authz = bench_authorisation(rule_counts, args.iterations, args.casbin_budget_s)
     result = {
         "name": "security",
-        "machine": machine(),
+        "machine": machine(load_at_start),
         "versions": versions(),
         "parameters": {
             "iterations": args.iterations,
@@ -338,6 +378,12 @@ def main() -> int:
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {out.relative_to(HERE.parent)}\n")
     print(tables(auth, authz))
+    print("\n" + summary(result))
+    if update_readme(result, HERE.parent / "README.md"):
+        print("\nupdated the tables in README.md")
+    else:
+        print(f"\nREADME.md has no {START} marker: tables not written", file=sys.stderr)
+        return 1
     failures = [r["rules"] for r in authz.values() if r["disagreements"]]
     if failures:
         print(f"\nours and PyCasbin disagreed at {failures} rules", file=sys.stderr)

@@ -162,6 +162,10 @@ class InProcessBudgetBackend:
     them, so a restart does not reset a month's spend; several processes need the Redis backend.
     """
 
+    # The outbox is this process's memory: kill -9 loses it, so the engine writes the ledger
+    # before settle returns.
+    durable_outbox = False
+
     def __init__(
         self, reservation_ttl_s: float = DEFAULT_RESERVATION_TTL_S, keep_s: float = DEFAULT_KEEP_S
     ) -> None:
@@ -289,6 +293,11 @@ class InProcessBudgetBackend:
     async def acknowledge(self, reservation_id: str) -> None:
         async with self._lock:
             self._state.outbox.pop(reservation_id, None)
+
+    async def acknowledge_many(self, reservation_ids: Sequence[str]) -> None:
+        async with self._lock:
+            for reservation_id in reservation_ids:
+                self._state.outbox.pop(reservation_id, None)
 
     async def pending(self) -> list[tuple[str, str]]:
         async with self._lock:

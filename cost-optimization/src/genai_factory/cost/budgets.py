@@ -104,6 +104,7 @@ logger = logging.getLogger("genai_factory.cost.budgets")
 Scope = Literal["request", "key", "user", "team", "org"]
 EventKind = Literal["soft_limit", "limit_reached", "downgraded", "blocked"]
 AlertCallback = Callable[["BudgetEvent"], Awaitable[None]]
+LedgerWrite = Literal["auto", "sync", "deferred"]
 
 # Scopes a principal carries, in the order reservations list them.
 _PRINCIPAL_SCOPES: tuple[tuple[str, str], ...] = (
@@ -282,6 +283,15 @@ class BudgetPolicyEngine:
     requests whose caller passes no estimate and records that carry no cost. ``backend`` holds
     the counters (default: in-process); ``ledger`` records every settled call (default: SQLite at
     ``.gf-data/cost-ledger.sqlite3``); ``record_spend=False`` keeps no ledger at all.
+
+    ``ledger_write`` says when the ledger is written. ``sync``: before ``settle`` returns (one
+    committed write per call). ``deferred``: ``settle`` returns once the backend has parked the
+    record in its outbox (atomically with the counters), and a background task writes the records
+    to the ledger in batches (one transaction, one fsync per batch, at most one batch per
+    ``flush_interval_s`` unless ``flush_batch`` records are waiting) and then drops them from the
+    outbox; a crash leaves them in the outbox for :meth:`recover`. Deferred needs a backend whose
+    outbox survives this process (Redis); ``auto`` (default) picks deferred for such a backend
+    and sync otherwise.
     """
 
     def __init__(
@@ -292,7 +302,20 @@ class BudgetPolicyEngine:
         ledger: SpendLedger | None = None,
         estimator: CostEstimator | None = None,
         record_spend: bool = True,
+        ledger_write: LedgerWrite = "auto",
+        flush_batch: int = 512,
+        flush_interval_s: float = 0.05,
     ) -> None:
+        if ledger_write not in ("auto", "sync", "deferred"):
+            raise ConfigError(
+                "'ledger_write' must be 'auto', 'sync' or 'deferred'", param="ledger_write"
+            )
+        if flush_batch < 1:
+            raise ConfigError("'flush_batch' must be at least 1", param="flush_batch")
+        if not 0 <= flush_interval_s <= 60:
+            raise ConfigError(
+                "'flush_interval_s' must be between 0 and 60", param="flush_interval_s"
+            )
         self.budgets = _as_budgets(budgets)
         self.prices = as_price_table(prices)
         self.backend: BudgetBackend = backend or InProcessBudgetBackend()
@@ -303,6 +326,22 @@ class BudgetPolicyEngine:
         )
         self.estimator = estimator or CostEstimator(self.prices)
         self.record_spend = record_spend
+        self.ledger_write: LedgerWrite = ledger_write
+        self.flush_batch = flush_batch
+        self.flush_interval_s = flush_interval_s
+        durable = bool(getattr(self.backend, "durable_outbox", False))
+        if ledger_write == "deferred" and not durable:
+            raise ConfigError(
+                "ledger_write 'deferred' needs a backend whose outbox outlives the process "
+                "(Redis); this one keeps it in memory, so use 'sync'",
+                param="ledger_write",
+            )
+        self._deferred = self.ledger is not None and durable and ledger_write != "sync"
+        # records settled but not yet in the ledger (they are in the backend's outbox too)
+        self._queue: list[tuple[str, CostRecord]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._needs_recovery = False
+        self._closing = False
         self._by_name = {budget.name: budget for budget in self.budgets}
         self._callbacks: list[AlertCallback] = []
         self._seeded: set[str] = set()
@@ -318,6 +357,9 @@ class BudgetPolicyEngine:
             "backend": self.backend,
             "estimator": self.estimator,
             "record_spend": self.record_spend,
+            "ledger_write": self.ledger_write,
+            "flush_batch": self.flush_batch,
+            "flush_interval_s": self.flush_interval_s,
         }
         if self.ledger is not None:
             params["ledger"] = self.ledger
@@ -623,8 +665,11 @@ class BudgetPolicyEngine:
             reservation.id, usd_nano=usd_nano, tokens=tokens, fallback=fallback, payload=payload
         )
         if self.ledger is not None:
-            await self.ledger.record(record)
-            await self.backend.acknowledge(reservation.id)
+            if self._deferred:
+                self._defer(reservation.id, record)  # already durable in the backend's outbox
+            else:
+                await self.ledger.record(record)
+                await self.backend.acknowledge(reservation.id)
         if outcome.status == "late":
             logger.warning(
                 "reservation %s was settled after it expired or was released; counted its cost",
@@ -635,6 +680,77 @@ class BudgetPolicyEngine:
     async def release(self, reservation: BudgetReservation) -> None:
         """Give the held estimate back (the call failed or never happened)."""
         await self.backend.release(reservation.id)
+
+    # ------------------------------------------------------------------ deferred ledger writes
+
+    def _defer(self, reservation_id: str, record: CostRecord) -> None:
+        self._queue.append((reservation_id, record))
+        running = asyncio.get_running_loop()
+        if self._flusher is None or self._flusher.done() or self._flusher.get_loop() is not running:
+            self._flusher = running.create_task(self._flush_loop())
+
+    async def _write_batch(self, batch: Sequence[tuple[str, CostRecord]]) -> None:
+        assert self.ledger is not None
+        records = [record for _, record in batch]
+        record_many = getattr(self.ledger, "record_many", None)
+        if record_many is not None:
+            await record_many(records)  # one transaction: one fsync for the batch
+        else:
+            for record in records:
+                await self.ledger.record(record)
+        ids = [reservation_id for reservation_id, _ in batch]
+        acknowledge_many = getattr(self.backend, "acknowledge_many", None)
+        if acknowledge_many is not None:
+            await acknowledge_many(ids)  # one round trip for the batch
+        else:
+            for reservation_id in ids:
+                await self.backend.acknowledge(reservation_id)
+
+    async def _flush_loop(self) -> None:
+        """Write queued records in batches: what queues up within ``flush_interval_s`` (or during
+        the previous write) is one batch, one commit (group commit). On a failure the records are
+        still in the outbox: retry through :meth:`recover` with a growing pause, until it works
+        or the engine closes."""
+        pause = 0.5
+        while self._queue or self._needs_recovery:
+            if len(self._queue) < self.flush_batch and self.flush_interval_s and not self._closing:
+                await asyncio.sleep(self.flush_interval_s)  # let a batch gather
+            try:
+                if self._needs_recovery:
+                    self._queue.clear()  # all of it is in the outbox, which recover() reads
+                    await self.recover()
+                    self._needs_recovery = False
+                else:
+                    batch = self._queue[: self.flush_batch]
+                    del self._queue[: len(batch)]
+                    await self._write_batch(batch)
+                pause = 0.5
+            except Exception as exc:  # a background task: log, keep the outbox
+                logger.error(
+                    "could not write cost records to the ledger (%s: %s); they stay in the "
+                    "outbox and are retried",
+                    type(exc).__name__,
+                    exc,
+                )
+                self._needs_recovery = True
+                if self._closing:
+                    return
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 30.0)
+
+    async def flush(self) -> None:
+        """Wait until every record settled so far is in the ledger (deferred writes).
+
+        Raises the ledger's error when the records could not be written (they stay in the
+        outbox for :meth:`recover`).
+        """
+        flusher = self._flusher
+        if flusher is not None and flusher.get_loop() is asyncio.get_running_loop():
+            await asyncio.shield(flusher)
+        if self._queue or self._needs_recovery:  # left by another event loop, or a failure
+            self._queue.clear()
+            await self.recover()
+            self._needs_recovery = False
 
     # ------------------------------------------------------------------ operations
 
@@ -688,6 +804,15 @@ class BudgetPolicyEngine:
         return rows
 
     async def close(self) -> None:
+        """Write what is still queued for the ledger, then close the backend and the ledger."""
+        self._closing = True
+        try:
+            await self.flush()
+        except Exception as exc:  # closing anyway: the outbox keeps them
+            logger.error(
+                "closing with cost records not yet in the ledger (%s); recover() writes them",
+                type(exc).__name__,
+            )
         await self.backend.close()
         closer = getattr(self.ledger, "close", None)
         if closer is not None:

@@ -236,6 +236,26 @@ class SQLiteSpendLedger:
             )
             return cursor.rowcount == 1
 
+    def _insert_many(self, records: Sequence[CostRecord]) -> int:
+        rows = [(*_row(r), int(r.cost_usd * _PICO)) for r in records]
+        with self._lock:
+            conn = self._connection()
+            before = conn.total_changes
+            # one transaction, so one fsync'd commit for the whole batch (group commit)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    f"INSERT INTO cost_records ({', '.join(_COLUMNS)}, cost_pico) "  # noqa: S608
+                    f"VALUES ({', '.join('?' * (len(_COLUMNS) + 1))}) "
+                    "ON CONFLICT (request_id) DO NOTHING",
+                    rows,
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return int(conn.total_changes - before)
+
     def _usage(self, scope: str, since_us: int | None, until_us: int | None) -> LedgerUsage:
         where, params = _where(scope, since_us, until_us, "?")
         with self._lock:
@@ -290,6 +310,12 @@ class SQLiteSpendLedger:
         if not inserted:
             logger.debug("cost record %s was already in the ledger", record.request_id)
         return inserted
+
+    async def record_many(self, records: Sequence[CostRecord]) -> int:
+        """Store every record in one fsync'd transaction; returns how many were new."""
+        if not records:
+            return 0
+        return await asyncio.to_thread(self._insert_many, records)
 
     async def total(self, scope: str, since_epoch_s: float | None = None) -> Decimal:
         """USD spent by ``scope`` since ``since_epoch_s`` (all time when None)."""
@@ -413,6 +439,30 @@ class PostgresSpendLedger:
                     row,
                 )
                 return bool(cursor.rowcount == 1)
+
+    async def record_many(self, records: Sequence[CostRecord]) -> int:
+        """Store every record in one transaction (one commit); returns how many were new."""
+        if not records:
+            return 0
+        rows = []
+        for record in records:
+            row = list(_row(record))
+            row[_COLUMNS.index("cost_usd")] = record.cost_usd
+            rows.append(row)
+        async with self._lock:
+            with _database_errors():
+                conn = await self._connection()
+                inserted = 0
+                async with conn.transaction():
+                    for row in rows:
+                        cursor = await conn.execute(
+                            f"INSERT INTO {self.table} ({', '.join(_COLUMNS)}) "  # noqa: S608
+                            f"VALUES ({', '.join(['%s'] * len(_COLUMNS))}) "
+                            "ON CONFLICT (request_id) DO NOTHING",
+                            row,
+                        )
+                        inserted += int(cursor.rowcount == 1)
+                return inserted
 
     async def total(self, scope: str, since_epoch_s: float | None = None) -> Decimal:
         """USD spent by ``scope`` since ``since_epoch_s`` (all time when None)."""

@@ -89,9 +89,11 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
 end
 local n = (#ARGV - 5) / 6
 local before = {}
+local values = {}
+if n > 0 then values = redis.call('MGET', unpack(KEYS, 3, 2 + n)) end  -- one read for all
 for i = 1, n do
   local b = 5 + (i - 1) * 6
-  local used = tonumber(redis.call('GET', KEYS[2 + i]) or '0')
+  local used = tonumber(values[i] or '0')
   before[i] = used
   if ARGV[b + 5] == 'hard' then
     local limit = tonumber(ARGV[b + 4])
@@ -137,20 +139,20 @@ end
 local actual = {usd = ARGV[2], tokens = ARGV[3]}
 local reply = {}
 local function apply(ckey, name, amount, held, expire_at)
-  local before = tonumber(redis.call('GET', ckey) or '0')
+  local delta = tonumber(amount)
   if held then
     if redis.call('EXISTS', ckey) == 0 then
       return  -- the window is over and its counter dropped
     end
-    redis.call('DECRBY', ckey, held)
+    delta = delta - tonumber(held)
   end
-  redis.call('INCRBY', ckey, amount)
+  local after = redis.call('INCRBY', ckey, delta)  -- one write, and it returns the new value
   if tonumber(expire_at) > 0 then
     redis.call('EXPIREAT', ckey, expire_at)
   end
   table.insert(reply, name)
-  table.insert(reply, before)
-  table.insert(reply, tonumber(redis.call('GET', ckey) or '0'))
+  table.insert(reply, after - delta)
+  table.insert(reply, after)
 end
 local status = 'late'
 if state then
@@ -218,6 +220,10 @@ class RedisBudgetBackend:
     ``url`` (or the environment variable named by ``url_env``, which keeps a password out of the
     config file) points at the server; ``key_prefix`` isolates this deployment's keys.
     """
+
+    # The outbox lives outside this process: a record parked there by settle survives kill -9
+    # of the caller, so the engine may write the ledger after answering (see budgets.py).
+    durable_outbox = True
 
     def __init__(
         self,
@@ -330,6 +336,12 @@ class RedisBudgetBackend:
     async def acknowledge(self, reservation_id: str) -> None:
         with _store_errors():
             await self._client.hdel(self._key("outbox"), reservation_id)
+
+    async def acknowledge_many(self, reservation_ids: Sequence[str]) -> None:
+        """Drop a batch from the outbox in one round trip (one HDEL)."""
+        if reservation_ids:
+            with _store_errors():
+                await self._client.hdel(self._key("outbox"), *reservation_ids)
 
     async def pending(self) -> list[tuple[str, str]]:
         with _store_errors():

@@ -9,7 +9,8 @@ Modules (import what you use; nothing heavy loads on ``import genai_factory.secu
 * :mod:`~genai_factory.security.oauth` — OAuth2 client-credentials token service
 * :mod:`~genai_factory.security.composite` — API keys and JWTs behind one Authenticator
 * :mod:`~genai_factory.security.authz` — RBAC + ABAC Authorizer, role administration
-* :mod:`~genai_factory.security.secret_store` / :mod:`~genai_factory.security.vault` — secrets
+* :mod:`~genai_factory.security.secret_store` / :mod:`~genai_factory.security.vault` /
+  :mod:`~genai_factory.security.kms` — secrets, master keys in AWS KMS
 * :mod:`~genai_factory.security.encryption` — AES-GCM at rest with key rotation
 * :mod:`~genai_factory.security.tls` — server/client TLS contexts, mTLS, development PKI
 * :mod:`~genai_factory.security.compliance` — retention and right to erasure

@@ -7,8 +7,9 @@ Writable providers also ``set``, ``delete`` and ``list``. HashiCorp Vault lives 
 
 :class:`EncryptedSecretStore` is envelope encryption in one file: each secret has its own random
 256-bit data key (AES-GCM, bound to the secret's name), and the data key is wrapped by a master
-key from a :class:`MasterKeyProvider` (KMS-style: ``wrap``/``unwrap``; :class:`LocalMasterKeys`
-takes master keys from the environment). Rotating the master key re-wraps the data keys only;
+key from a :class:`MasterKeyProvider` (KMS-style: ``wrap``/``unwrap``, and optionally
+``generate_data_key``; :class:`LocalMasterKeys` takes master keys from the environment,
+:class:`~genai_factory.security.kms.AWSKMSMasterKeys` keeps them in AWS KMS). Rotating the master key re-wraps the data keys only;
 the secrets' ciphertexts are untouched.
 
 Example:
@@ -178,8 +179,8 @@ class MasterKeyProvider(Protocol):
 
 class LocalMasterKeys:
     """Master keys held in process, from ``$GF_SECURITY_MASTER_KEYS`` (``kid:base64,...``,
-    first is current) or a :class:`Keyring`. A KMS or Vault Transit provider implements the
-    same three members."""
+    first is current) or a :class:`Keyring`. :class:`~genai_factory.security.kms.AWSKMSMasterKeys`
+    implements the same three members against AWS KMS (plus ``generate_data_key``)."""
 
     def __init__(
         self, *, keys_env: str = DEFAULT_MASTER_KEYS_ENV, keyring: Keyring | None = None
@@ -270,10 +271,14 @@ class EncryptedSecretStore:
         plaintext = value.encode("utf-8")
         if len(plaintext) > MAX_SECRET_BYTES:
             raise ValidationError(f"secret values are limited to {MAX_SECRET_BYTES} bytes")
-        data_key = AESGCM.generate_key(bit_length=256)
+        generate = getattr(self.master, "generate_data_key", None)
+        if generate is not None:  # KMS-style: one call makes the data key and wraps it
+            data_key, key_id, wrapped = await generate(self._aad(name))
+        else:
+            data_key = AESGCM.generate_key(bit_length=256)
+            key_id, wrapped = await self.master.wrap(data_key, self._aad(name))
         nonce = secrets.token_bytes(12)
         ciphertext = AESGCM(data_key).encrypt(nonce, plaintext, self._aad(name))
-        key_id, wrapped = await self.master.wrap(data_key, self._aad(name))
         entry = {
             "master_key_id": key_id,
             "wrapped_key": _b64(wrapped),
