@@ -1,7 +1,10 @@
 """Closed-loop load generator: C workers each send a request, wait for the whole answer, repeat.
 
-Usage: python loadgen.py URL CONCURRENCY SECONDS [--stream] [--key KEY]
+Usage: python loadgen.py URL CONCURRENCY SECONDS [--stream] [--key KEY] [--rate RPS]
 Prints one JSON object: requests, errors, rps, latency percentiles (ms), TTFT for streams.
+With ``--rate`` it is an open loop instead: requests start at fixed intervals whatever the
+answers do (CONCURRENCY only sizes the connection pool), and a latency counts from the moment
+its request was due, so a server that falls behind shows it.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def run(url: str, concurrency: int, seconds: float, stream: bool, key: str | None) -> dict:
+async def run(
+    url: str, concurrency: int, seconds: float, stream: bool, key: str | None, rate: float = 0.0
+) -> dict:
     body = orjson.dumps(BODY | {"stream": stream})
     headers = {"content-type": "application/json"}
     if key:
@@ -40,9 +45,9 @@ async def run(url: str, concurrency: int, seconds: float, stream: bool, key: str
     connector = aiohttp.TCPConnector(limit=concurrency + 4)
     async with aiohttp.ClientSession(connector=connector) as session:
 
-        async def one() -> None:
+        async def one(due: float | None = None) -> None:
             nonlocal errors
-            started = time.perf_counter()
+            started = time.perf_counter() if due is None else due
             async with session.post(url, data=body, headers=headers) as response:
                 if stream:
                     first = None
@@ -77,9 +82,18 @@ async def run(url: str, concurrency: int, seconds: float, stream: bool, key: str
         errors = 0
         started = time.perf_counter()
         deadline = started + seconds
-        await asyncio.gather(*(worker(deadline, True) for _ in range(concurrency)))
+        if rate:
+            tasks = []
+            for number in range(int(seconds * rate)):
+                due = started + number / rate
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                tasks.append(asyncio.create_task(one(due)))
+            await asyncio.gather(*tasks)
+        else:
+            await asyncio.gather(*(worker(deadline, True) for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
     return {
+        "rate": rate or None,
         "concurrency": concurrency,
         "stream": stream,
         "seconds": round(elapsed, 3),
@@ -101,6 +115,7 @@ def main() -> None:
     parser.add_argument("seconds", type=float)
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--key")
+    parser.add_argument("--rate", type=float, default=0.0, help="open loop: requests per second")
     args = parser.parse_args()
     try:
         import uvloop
@@ -108,7 +123,9 @@ def main() -> None:
         uvloop.install()
     except ImportError:  # pragma: no cover
         pass
-    result = asyncio.run(run(args.url, args.concurrency, args.seconds, args.stream, args.key))
+    result = asyncio.run(
+        run(args.url, args.concurrency, args.seconds, args.stream, args.key, args.rate)
+    )
     print(orjson.dumps(result).decode())
 
 

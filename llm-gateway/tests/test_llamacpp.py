@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import httpx
 import orjson
 import pytest
@@ -133,3 +135,56 @@ async def test_legacy_completions(client: httpx.AsyncClient) -> None:
     )
     assert response.status_code == 200
     assert response.json()["choices"][0]["text"]
+    streamed = await client.post(
+        "/v1/completions",
+        json={"model": "smollm2", "prompt": "The sky is", "max_tokens": 6, "stream": True},
+    )
+    assert streamed.status_code == 200
+    events = sse_events(streamed.content)
+    assert events[-1] == "[DONE]"
+    chunks = [orjson.loads(e) for e in events[:-1]]
+    assert all(c["object"] == "text_completion" for c in chunks)
+    assert "".join(c["choices"][0]["text"] for c in chunks if c["choices"]).strip()
+    assert any(c["choices"] and c["choices"][0]["finish_reason"] for c in chunks)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("litellm") is None, reason="litellm is not installed")
+async def test_the_litellm_adapter_against_the_real_server(
+    llama_server: str, gateway_client: GatewayFactory
+) -> None:
+    settings = GatewaySettings.model_validate(
+        {
+            "deployments": [
+                {
+                    "name": "via-litellm",
+                    "model": "smollm2",
+                    "provider": "litellm",
+                    "upstream_model": "openai/smollm2",
+                    "base_url": llama_server,
+                    "api_key": "unused",
+                    "timeouts": {"ttft_s": 120, "total_s": 120},
+                }
+            ],
+            "auth": {"keys_env": None},
+            "cache": {"enabled": False},
+        }
+    )
+    _, client = await gateway_client(settings)
+    response = await client.post("/v1/chat/completions", json=ASK)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["choices"][0]["message"]["content"].strip()
+    assert 0 < body["usage"]["completion_tokens"] <= 8
+    streamed = await client.post("/v1/chat/completions", json=ASK | {"stream": True})
+    events = sse_events(streamed.content)
+    assert events[-1] == "[DONE]"
+    text = "".join(
+        orjson.loads(e)["choices"][0]["delta"].get("content") or ""
+        for e in events[:-1]
+        if orjson.loads(e)["choices"]
+    )
+    assert text.strip()
+    too_long = ASK | {"messages": [{"role": "user", "content": "word " * 4000}]}
+    refused = await client.post("/v1/chat/completions", json=too_long)
+    assert refused.status_code == 400  # llama.cpp's context-length error, through litellm
+    assert refused.json()["error"]["code"] == "context_length_exceeded"

@@ -2,6 +2,8 @@
 
 import importlib.metadata
 
+import pytest
+
 import genai_factory
 import genai_factory.gateway as module
 
@@ -16,3 +18,8 @@ def test_genai_factory_is_a_namespace_shared_with_the_foundation() -> None:
     portions = [str(p) for p in genai_factory.__path__]
     assert any(p.endswith("llm-gateway/src/genai_factory") for p in portions)
     assert any(p.endswith("shared/src/genai_factory") for p in portions)
+
+
+def test_only_the_version_is_looked_up_lazily() -> None:
+    with pytest.raises(AttributeError, match="no_such_name"):
+        _ = module.no_such_name

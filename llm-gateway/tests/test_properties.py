@@ -61,6 +61,7 @@ chat_like = st.fixed_dictionaries(
 line_text = st.text(max_size=30).filter(lambda t: "\n" not in t and "\r" not in t)
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # a busy CI box
 @given(
     st.lists(
         st.tuples(st.sampled_from(["message", "ping", "error"]), line_text, st.booleans()),
@@ -83,6 +84,7 @@ def test_sse_events_come_out_as_they_went_in(events: list[tuple[str, str, bool]]
     assert asyncio.run(read()) == [(name, data) for name, data, _ in events]
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # a busy CI box
 @given(json_values)
 def test_anthropic_translation_accepts_or_refuses_cleanly(body: Any) -> None:
     if not isinstance(body, dict):
@@ -95,6 +97,7 @@ def test_anthropic_translation_accepts_or_refuses_cleanly(body: Any) -> None:
         assert chat.messages and chat.max_tokens
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # a busy CI box
 @given(
     st.integers(100, 599),
     st.binary(max_size=60) | json_values.map(orjson.dumps),
@@ -123,6 +126,7 @@ def decode_everything(wire: bytes) -> None:
         raise EventStreamError("incomplete frame at the end of the stream")
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # a busy CI box
 @given(
     st.lists(
         st.tuples(

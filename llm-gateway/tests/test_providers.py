@@ -6,15 +6,13 @@ headers, SigV4 signatures, body shapes) and answer with documented responses, st
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 import pytest
 
-from genai_factory.gateway.providers import anthropic, bedrock, gemini, litellm, openai
-from genai_factory.gateway.runtime import Gateway
+from genai_factory.gateway.providers import anthropic, bedrock, gemini, openai
 from genai_factory.gateway.testing import Fault
 from genai_factory.gateway.testing.hosted import AnthropicUpstream, BedrockUpstream, GeminiUpstream
 
@@ -316,19 +314,3 @@ def test_every_adapter_keeps_its_settings_for_dump_component() -> None:
         ).url
         == "https://bedrock-runtime.eu-west-1.amazonaws.com/model/m/converse"
     )
-
-
-async def test_the_litellm_adapter_says_what_is_missing() -> None:
-    from genai_factory.shared.errors import ConfigError
-    from genai_factory.shared.models import ChatCompletionRequest
-
-    if importlib.util.find_spec("litellm") is None:
-        with pytest.raises(ConfigError, match="litellm"):
-            litellm.LiteLLMProvider("mistral/mistral-small")
-        with pytest.raises(ConfigError, match="litellm"):
-            Gateway(settings_for({"model": "m", "provider": "litellm", "upstream_model": "x/y"}))
-        return
-    adapter = litellm.LiteLLMProvider("mistral/mistral-small", api_key="k", base_url="http://x")
-    request = ChatCompletionRequest.model_validate(CHAT)
-    assert adapter._kwargs(request, True)["api_base"] == "http://x"
-    await adapter.aclose()

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from genai_factory.gateway.ratelimit import (
@@ -72,7 +72,7 @@ async def test_sliding_window_slides_and_refuses_what_can_never_fit() -> None:
     assert not huge.allowed and huge.retry_after_s == 10
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(
         st.tuples(st.floats(min_value=0, max_value=3), st.integers(min_value=1, max_value=4)),

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from genai_factory.gateway.breaker import CircuitBreaker
@@ -192,6 +192,7 @@ def test_route_request_reads_what_a_request_needs() -> None:
     assert route.prompt_tokens > 256
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # a busy CI box
 @given(st.text(max_size=80))
 def test_route_hints_parse_or_refuse_cleanly(header: str) -> None:
     try:

@@ -33,16 +33,15 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from genai_factory.gateway import anthropic_format
 from genai_factory.gateway.auth import presented_key
-from genai_factory.gateway.failover import CallRecord, StreamInterrupted
+from genai_factory.gateway.failover import CallRecord, StreamInterrupted, StreamOpener
 from genai_factory.gateway.metrics import CONTENT_TYPE
-from genai_factory.gateway.openapi import openapi_spec
 from genai_factory.gateway.pipeline import RequestContext
 from genai_factory.gateway.providers.base import (
     EmbeddingProvider,
     Provider,
     TextCompletionProvider,
+    TextStreamProvider,
     aiohttp_module,
 )
 from genai_factory.gateway.routing import (
@@ -52,6 +51,7 @@ from genai_factory.gateway.routing import (
     route_request_for,
 )
 from genai_factory.gateway.runtime import Gateway, Runtime
+from genai_factory.gateway.sse import DONE_EVENT
 from genai_factory.gateway.usage import UsageLedger
 from genai_factory.shared.errors import (
     BadRequest,
@@ -156,6 +156,8 @@ def _anthropic_error(exc: BaseException, ctx: RequestContext | None = None) -> R
     status, body, headers = _error_payload(exc)
     if ctx is not None:
         headers = {**ctx.response_headers(), **headers}
+    from genai_factory.gateway import anthropic_format
+
     return _json(anthropic_format.error_body(status, body), status, headers)
 
 
@@ -217,21 +219,28 @@ async def _openai_events(
         async for chunk in chunks:
             yield _chunk_event(chunk)
     except Exception as exc:
-        error = _stream_failure(exc)
-        body = to_http(error if error is not None else exc)[1]
-        body["error"]["code"] = body["error"].get("code") or "stream_interrupted"
-        yield b"data: " + orjson.dumps(body) + b"\n\n"
+        yield _error_event(exc)
         return
     finally:
         closer = getattr(chunks, "aclose", None)
         if closer is not None:
             await closer()
-    yield b"data: [DONE]\n\n"
+    yield DONE_EVENT
+
+
+def _error_event(exc: Exception) -> bytes:
+    """The OpenAI error event that ends a failed stream (never followed by ``[DONE]``)."""
+    error = _stream_failure(exc)
+    body = to_http(error if error is not None else exc)[1]
+    body["error"]["code"] = body["error"].get("code") or "stream_interrupted"
+    return b"data: " + orjson.dumps(body) + b"\n\n"
 
 
 async def _anthropic_events(
     chunks: AsyncIterator[ChatCompletionChunk], model: str
 ) -> AsyncIterator[bytes]:
+    from genai_factory.gateway import anthropic_format
+
     encoder = anthropic_format.StreamEncoder(model)
     try:
         async for chunk in chunks:
@@ -266,21 +275,77 @@ def _embed(request: EmbeddingRequest) -> Callable[[Provider], Awaitable[Embeddin
     return call
 
 
+def _as_chat(request: CompletionRequest) -> ChatCompletionRequest:
+    """A legacy completion as a one-message chat, for providers without a completions API."""
+    prompt = request.prompt if isinstance(request.prompt, str) else "\n".join(request.prompt)
+    return parse(
+        ChatCompletionRequest,
+        {
+            **request.model_dump(exclude_none=True, exclude={"prompt", "stream"}),
+            "messages": [{"role": "user", "content": prompt}],
+        },
+    )
+
+
 def _text_complete(request: CompletionRequest) -> Callable[[Provider], Awaitable[dict[str, Any]]]:
     async def call(provider: Provider) -> dict[str, Any]:
         if isinstance(provider, TextCompletionProvider):
             return await provider.text_complete(request)
-        prompt = request.prompt if isinstance(request.prompt, str) else "\n".join(request.prompt)
-        chat = parse(
-            ChatCompletionRequest,
-            {
-                **request.model_dump(exclude_none=True, exclude={"prompt", "stream"}),
-                "messages": [{"role": "user", "content": prompt}],
-            },
-        )
-        return _as_text_completion(await provider.complete(chat))
+        return _as_text_completion(await provider.complete(_as_chat(request)))
 
     return call
+
+
+def _text_stream(request: CompletionRequest) -> StreamOpener:
+    def open_stream(provider: Provider) -> AsyncIterator[ChatCompletionChunk]:
+        if isinstance(provider, TextStreamProvider):
+            return provider.text_stream(request)
+        return provider.stream(_as_chat(request))
+
+    return open_stream
+
+
+def _completion_event(chunk: ChatCompletionChunk) -> bytes | None:
+    """A chunk as OpenAI's streamed ``text_completion`` event (None: nothing to say)."""
+    choices = [
+        {
+            "index": c.index,
+            "text": c.delta.content or "",
+            "logprobs": c.logprobs,
+            "finish_reason": c.finish_reason,
+        }
+        for c in chunk.choices
+        if c.delta.content or c.finish_reason or c.logprobs
+    ]
+    if not choices and chunk.usage is None:
+        return None  # e.g. a chat stream's role-only first chunk
+    event: dict[str, Any] = {
+        "id": chunk.id.replace("chatcmpl", "cmpl", 1),
+        "object": "text_completion",
+        "created": chunk.created,
+        "model": chunk.model,
+        "choices": choices,
+    }
+    if chunk.usage is not None:
+        event["usage"] = chunk.usage.model_dump()
+    return b"data: " + orjson.dumps(event) + b"\n\n"
+
+
+async def _completion_events(chunks: AsyncIterator[ChatCompletionChunk]) -> AsyncIterator[bytes]:
+    """SSE for legacy completion clients: text events, then ``[DONE]``; or an error event."""
+    try:
+        async for chunk in chunks:
+            event = _completion_event(chunk)
+            if event is not None:
+                yield event
+    except Exception as exc:
+        yield _error_event(exc)
+        return
+    finally:
+        closer = getattr(chunks, "aclose", None)
+        if closer is not None:
+            await closer()
+    yield DONE_EVENT
 
 
 def _as_text_completion(response: ChatCompletionResponse) -> dict[str, Any]:
@@ -331,6 +396,8 @@ class _API:
             return _openai_error(exc, ctx)
 
     async def messages(self, request: Request) -> Response:
+        from genai_factory.gateway import anthropic_format  # imported once the server is up
+
         runtime = self.gateway.runtime
         ctx: RequestContext | None = None
         try:
@@ -357,19 +424,22 @@ class _API:
         ctx: RequestContext | None = None
         try:
             body = parse(CompletionRequest, await _read_json(request, self._limit(runtime)))
-            if body.stream:
-                raise BadRequest(
-                    "streaming is not offered on /v1/completions; use /v1/chat/completions",
-                    param="stream",
-                )
             prompt = body.prompt if isinstance(body.prompt, str) else "".join(body.prompt)
             route = RouteRequest(
                 model=body.model,
                 prompt_tokens=estimate_tokens(len(prompt)),
                 output_tokens=body.max_tokens or 16,
+                stream=body.stream,
                 hints=_hints(request),
             )
             ctx = _context(request, route, "completion")
+            if body.stream:
+                chunks = await runtime.pipeline.other_stream(ctx, _text_stream(body))
+                return StreamingResponse(
+                    _completion_events(chunks),
+                    media_type="text/event-stream",
+                    headers={**ctx.response_headers(), **_SSE_HEADERS},
+                )
             answer = await runtime.pipeline.other(ctx, _text_complete(body))
             return _json(answer, headers=ctx.response_headers())
         except Exception as exc:
@@ -427,6 +497,8 @@ class _API:
         return Response(self.gateway.metrics.render(), media_type=CONTENT_TYPE)
 
     async def openapi(self, request: Request) -> Response:
+        from genai_factory.gateway.openapi import openapi_spec
+
         return _json(openapi_spec())
 
     # ---- admin (master key)
@@ -491,6 +563,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     )
 
 
+def _warm_up() -> None:
+    import genai_factory.gateway.anthropic_format  # noqa: F401
+
+    aiohttp_module()
+
+
 def create_app(gateway: Gateway) -> ASGIApp:
     """The ASGI app for ``gateway`` (reload watcher and shutdown run in its lifespan)."""
     api = _API(gateway)
@@ -514,8 +592,9 @@ def create_app(gateway: Gateway) -> ASGIApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # import the HTTP client in a worker thread now that the server is up (faster start)
-        warm_up = asyncio.get_running_loop().run_in_executor(None, aiohttp_module)
+        # import the HTTP client and the Anthropic translation in a worker thread now that the
+        # server is up: a faster start, and the first requests do not pay for them either
+        warm_up = asyncio.get_running_loop().run_in_executor(None, _warm_up)
         watcher = None
         interval = gateway.settings.reload_interval_s
         if interval and gateway.config_path is not None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -105,11 +105,15 @@ class Deployment:
         except TimeoutError:
             raise self._timeout("no answer", self.timeouts.total_s) from None
 
-    async def stream(
-        self, request: ChatCompletionRequest
+    def stream(self, request: ChatCompletionRequest) -> AsyncGenerator[ChatCompletionChunk, None]:
+        """The provider's chat chunks under the TTFT, idle and total timeouts."""
+        return self.stream_with(lambda provider: provider.stream(request))
+
+    async def stream_with(
+        self, open_stream: Callable[[Provider], AsyncIterator[ChatCompletionChunk]]
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
-        """The provider's chunks under the TTFT, idle and total timeouts."""
-        chunks = aiter(self.provider.stream(request))
+        """``open_stream(provider)``'s chunks under the TTFT, idle and total timeouts."""
+        chunks = aiter(open_stream(self.provider))
         deadline = time.monotonic() + self.timeouts.total_s
         wait, what = self.timeouts.ttft_s, "no first chunk"
         try:

@@ -40,6 +40,11 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+StreamOpener = Callable[[Provider], AsyncIterator[ChatCompletionChunk]]
+
+
+def _chat_opener(request: ChatCompletionRequest) -> StreamOpener:
+    return lambda provider: provider.stream(request)
 
 
 @dataclass(frozen=True)
@@ -172,24 +177,32 @@ class Failover:
             retry += 1
 
     async def open_stream(
-        self, plan: Plan, record: CallRecord, request: ChatCompletionRequest
+        self,
+        plan: Plan,
+        record: CallRecord,
+        request: ChatCompletionRequest | StreamOpener,
     ) -> LiveStream:
-        """A stream whose first token has arrived, from the first deployment that produced one."""
+        """A stream whose first token has arrived, from the first deployment that produced one.
+
+        ``request``: a chat request, or a function opening another kind of stream on a provider
+        (streamed legacy completions).
+        """
+        opener = _chat_opener(request) if isinstance(request, ChatCompletionRequest) else request
         error: ProviderError | None = None
         while (deployment := plan.next(error)) is not None:
             try:
-                return await self._open_on(deployment, record, request)
+                return await self._open_on(deployment, record, opener)
             except ProviderError as exc:
                 error = exc
         raise plan.exhausted_error(error)
 
     async def _open_on(
-        self, deployment: Deployment, record: CallRecord, request: ChatCompletionRequest
+        self, deployment: Deployment, record: CallRecord, opener: StreamOpener
     ) -> LiveStream:
         retry = 0
         while True:
             started = self._admit(deployment)
-            chunks = deployment.stream(request)
+            chunks = deployment.stream_with(opener)
             head: list[ChatCompletionChunk] = []
             try:
                 async for chunk in chunks:

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Container, Iterable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -106,26 +107,39 @@ class GatewayMetrics:
             registry=self.registry,
         )
         self.registry.register(_DeploymentCollector(deployments))
+        # labelled series by (metric, labels): `labels()` takes a lock and validates its values on
+        # every call; the label values are bounded (configured models and deployments), so are these
+        self._series: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        key = (id(metric), labels)
+        child = self._series.get(key)
+        if child is None:
+            child = self._series[key] = metric.labels(*labels)
+        return child
 
     def observe(self, summary: RequestSummary) -> None:
         # clients choose model names: only configured ones become label values (bounded series)
         model = summary.model
         if self._models is not None and model not in self._models():
             model = "other"
-        self.requests.labels(summary.operation, model, str(summary.status)).inc()
-        self.duration.labels(summary.operation, model).observe(summary.duration_s)
+        self._child(self.requests, summary.operation, model, str(summary.status)).inc()
+        self._child(self.duration, summary.operation, model).observe(summary.duration_s)
         self.overhead.observe(max(0.0, summary.duration_s - summary.upstream_s))
         if summary.cache_hit:
             self.cache_hits.inc()
         for attempt in summary.attempts:
-            self.served.labels(attempt["deployment"], "ok" if attempt["ok"] else "error").inc()
+            outcome = "ok" if attempt["ok"] else "error"
+            self._child(self.served, attempt["deployment"], outcome).inc()
         if summary.deployment:
             if summary.ttft_s is not None:
-                self.ttft.labels(summary.deployment).observe(summary.ttft_s)
+                self._child(self.ttft, summary.deployment).observe(summary.ttft_s)
             if summary.prompt_tokens:
-                self.tokens.labels(summary.deployment, "input").inc(summary.prompt_tokens)
+                self._child(self.tokens, summary.deployment, "input").inc(summary.prompt_tokens)
             if summary.completion_tokens:
-                self.tokens.labels(summary.deployment, "output").inc(summary.completion_tokens)
+                self._child(self.tokens, summary.deployment, "output").inc(
+                    summary.completion_tokens
+                )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -168,7 +168,7 @@ def openapi_spec() -> dict[str, Any]:
             },
             "/v1/completions": {
                 "post": {
-                    "summary": "legacy text completions",
+                    "summary": "legacy text completions (JSON or SSE stream)",
                     "requestBody": _json_body(
                         {
                             "type": "object",
@@ -178,10 +178,14 @@ def openapi_spec() -> dict[str, Any]:
                                 "prompt": {"type": "string"},
                                 "max_tokens": {"type": "integer"},
                                 "temperature": {"type": "number"},
+                                "stream": {"type": "boolean"},
                             },
                         }
                     ),
-                    "responses": _answers("a text completion", *_CALL_ERRORS),
+                    "responses": _answers(
+                        "a text completion or an SSE stream of text_completion events",
+                        *_CALL_ERRORS,
+                    ),
                 }
             },
             "/v1/embeddings": {

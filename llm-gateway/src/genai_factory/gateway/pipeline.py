@@ -26,7 +26,7 @@ import orjson
 
 from genai_factory.gateway.auth import ANONYMOUS
 from genai_factory.gateway.deployment import Deployment
-from genai_factory.gateway.failover import CallRecord, Failover, LiveStream
+from genai_factory.gateway.failover import CallRecord, Failover, LiveStream, StreamOpener
 from genai_factory.gateway.observe import GenAITracer, RequestObserver, RequestSummary
 from genai_factory.gateway.providers.base import Provider
 from genai_factory.gateway.ratelimit import Admission, Unit, rate_limit_headers
@@ -311,11 +311,20 @@ class Call:
         assert ctx.plan is not None
         return await self.failover.call(ctx.plan, ctx.record, call)
 
-    async def open_stream(self, ctx: RequestContext) -> AsyncGenerator[ChatCompletionChunk, None]:
+    async def open_stream(
+        self, ctx: RequestContext, opener: StreamOpener | None = None
+    ) -> AsyncGenerator[ChatCompletionChunk, None]:
+        """The stream once its first token is in (``opener``: a non-chat stream, e.g. text)."""
         if ctx.response is not None:
             return _replay(ctx.response)
-        assert ctx.plan is not None and ctx.chat is not None
-        live: LiveStream = await self.failover.open_stream(ctx.plan, ctx.record, ctx.chat)
+        assert ctx.plan is not None
+        target: ChatCompletionRequest | StreamOpener
+        if opener is not None:
+            target = opener
+        else:
+            assert ctx.chat is not None
+            target = ctx.chat
+        live: LiveStream = await self.failover.open_stream(ctx.plan, ctx.record, target)
         return live.__aiter__()
 
 
@@ -376,7 +385,7 @@ class ScreenOutput:
     def stream(
         self, ctx: RequestContext, chunks: AsyncIterator[ChatCompletionChunk]
     ) -> AsyncIterator[ChatCompletionChunk]:
-        if not self.guards:
+        if not self.guards or ctx.chat is None:  # guards judge chat requests (as non-streamed)
             return chunks
         return self._screened(ctx, chunks)
 
@@ -466,8 +475,12 @@ class Store:
                 usage.prompt_tokens,
                 usage.completion_tokens,
             )
-        if self.cache is not None and ctx.response is not None and not ctx.cache_hit:
-            assert ctx.chat is not None
+        if (
+            self.cache is not None
+            and ctx.response is not None
+            and ctx.chat is not None  # the cache holds chat answers only
+            and not ctx.cache_hit
+        ):
             await self.cache.put(ctx.chat, ctx.response, ctx.principal)
         record = self._cost_record(ctx, usage)
         if self.budget is not None and ctx.reservation is not None:
@@ -853,6 +866,26 @@ class Pipeline:
         finally:
             self.observe(ctx)
         return result
+
+    async def other_stream(
+        self, ctx: RequestContext, opener: StreamOpener
+    ) -> AsyncGenerator[ChatCompletionChunk, None]:
+        """A streamed legacy completion: the stages of :meth:`other`, delivered like a chat stream.
+
+        Raises before the first token (failover switched deployments until then); afterwards a
+        failure surfaces while iterating, as StreamInterrupted.
+        """
+        try:
+            await self.authenticate(ctx)
+            self.observe.begin(ctx, current=False)
+            await self.admit(ctx)
+            await self.route(ctx)
+            chunks = await self.call.open_stream(ctx, opener)
+        except BaseException as exc:
+            await self._failed(ctx, exc)
+            self.observe(ctx)
+            raise
+        return self._deliver(ctx, chunks)
 
     async def _failed(self, ctx: RequestContext, exc: BaseException) -> None:
         ctx.error = exc

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
@@ -111,11 +111,22 @@ class TokenBucketLimiter:
         )
 
 
+class _Window:
+    """One key's counts: ``[slot, units]`` oldest first, and their running total."""
+
+    __slots__ = ("slots", "total")
+
+    def __init__(self) -> None:
+        self.slots: deque[list[int]] = deque()
+        self.total = 0
+
+
 class SlidingWindowLimiter:
     """At most ``limit`` units in any ``window_s``, counted in ``slots`` sub-windows.
 
     The window slides one slot at a time, so it is exact to ``window_s / slots``; the Redis
-    version counts the same way, so both backends admit the same requests.
+    version counts the same way, so both backends admit the same requests. A running total per
+    key makes each decision cost O(slots expired), not O(slots).
     """
 
     def __init__(
@@ -134,28 +145,33 @@ class SlidingWindowLimiter:
         self.max_keys = max_keys
         self._clock = clock
         self._slot_s = window_s / slots
-        self._windows: _BoundedKeys[dict[int, int]] = _BoundedKeys(max_keys)
+        self._windows: _BoundedKeys[_Window] = _BoundedKeys(max_keys)
 
     async def acquire(self, key: str, cost: int = 1) -> RateDecision:
         now = self._clock()
         current = math.floor(now / self._slot_s)
         oldest = current - self.slots + 1
-        counts = self._windows.get(key)
-        if counts is None:
-            counts = {}
-            self._windows.put(key, counts)
-        for slot in [s for s in counts if s < oldest]:
-            del counts[slot]
-        used = sum(counts.values())
+        window = self._windows.get(key)
+        if window is None:
+            window = _Window()
+            self._windows.put(key, window)
+        counts = window.slots
+        while counts and counts[0][0] < oldest:
+            window.total -= counts.popleft()[1]
+        used = window.total
         allowed = used + cost <= self.limit
         if allowed:
-            counts[current] = counts.get(current, 0) + cost
+            if counts and counts[-1][0] >= current:  # this slot (or a clock that stepped back)
+                counts[-1][1] += cost
+            else:
+                counts.append([current, cost])
+            window.total += cost
             used += cost
         return RateDecision(
             allowed=allowed,
             limit=self.limit,
             remaining=max(0, self.limit - used),
-            reset_after_s=self._expiry(min(counts, default=current), now),
+            reset_after_s=self._expiry(counts[0][0] if counts else current, now),
             retry_after_s=None if allowed else self._retry_after(counts, used, cost, now),
             scope=key,
         )
@@ -163,12 +179,12 @@ class SlidingWindowLimiter:
     def _expiry(self, slot: int, now: float) -> float:
         return max(0.0, (slot + self.slots) * self._slot_s - now)
 
-    def _retry_after(self, counts: dict[int, int], used: int, cost: int, now: float) -> float:
+    def _retry_after(self, counts: deque[list[int]], used: int, cost: int, now: float) -> float:
         if cost > self.limit:
             return self.window_s
         freed = 0
-        for slot in sorted(counts):
-            freed += counts[slot]
+        for slot, units in counts:  # oldest first
+            freed += units
             if used - freed + cost <= self.limit:
                 return self._expiry(slot, now)
         return self.window_s

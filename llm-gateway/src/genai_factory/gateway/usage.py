@@ -28,12 +28,15 @@ from genai_factory.shared.models import CostRecord
 __all__ = ["UsageLedger", "cost_of"]
 
 _PER_TOKEN = Decimal(1) / Decimal(1_000_000)
+_ZERO = Decimal(0).quantize(Decimal("1e-12"))
 
 
 def cost_of(
     input_cost_per_mtok: float, output_cost_per_mtok: float, prompt: int, completion: int
 ) -> Decimal:
     """USD for ``prompt`` + ``completion`` tokens at per-million-token prices."""
+    if not input_cost_per_mtok and not output_cost_per_mtok:  # a free (local) deployment
+        return _ZERO
     total = Decimal(str(input_cost_per_mtok)) * prompt + Decimal(str(output_cost_per_mtok)) * (
         completion
     )

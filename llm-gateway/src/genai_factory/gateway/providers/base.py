@@ -47,6 +47,7 @@ __all__ = [
     "HTTPProvider",
     "Provider",
     "TextCompletionProvider",
+    "TextStreamProvider",
     "Timeouts",
     "UpstreamTimeout",
     "classify_error",
@@ -88,6 +89,17 @@ class EmbeddingProvider(Protocol):
 @runtime_checkable
 class TextCompletionProvider(Protocol):
     async def text_complete(self, request: CompletionRequest) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class TextStreamProvider(Protocol):
+    """Streams legacy completions natively; each text piece comes as a chunk's ``delta.content``.
+
+    Carrying text completions in chat chunks lets streamed completions share the chat stream's
+    failover, screening and accounting; the API turns them back into ``text_completion`` events.
+    """
+
+    def text_stream(self, request: CompletionRequest) -> AsyncIterator[ChatCompletionChunk]: ...
 
 
 @dataclass(frozen=True, slots=True)

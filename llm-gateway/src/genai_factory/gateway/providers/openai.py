@@ -18,7 +18,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -118,13 +118,23 @@ class OpenAICompatibleProvider(HTTPProvider):
         except pydantic.ValidationError as exc:
             raise malformed(self.provider_name, _first_error(exc)) from None
 
-    async def stream(self, request: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
-        body = self._body(request, stream=True)
+    def stream(self, request: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
+        return self._events(self.chat_url, self._body(request, stream=True), self._chunk)
+
+    def text_stream(self, request: CompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
+        """``/completions`` streamed; each ``text_completion`` event as a chat chunk."""
+        return self._events(
+            self.completions_url, self._body(request, stream=True), self._text_chunk
+        )
+
+    async def _events(
+        self, url: str, body: bytes, parse: Callable[[str], ChatCompletionChunk]
+    ) -> AsyncIterator[ChatCompletionChunk]:
         finished = False
-        async for event in iter_sse(self._post_lines(self.chat_url, body, self.headers)):
+        async for event in iter_sse(self._post_lines(url, body, self.headers)):
             if event.data == "[DONE]":
                 return
-            chunk = self._chunk(event.data)
+            chunk = parse(event.data)
             finished = finished or any(c.finish_reason for c in chunk.choices)
             yield chunk
         if not finished:
@@ -135,7 +145,7 @@ class OpenAICompatibleProvider(HTTPProvider):
                 code="stream_truncated",
             )
 
-    def _chunk(self, data: str) -> ChatCompletionChunk:
+    def _payload(self, data: str) -> Any:
         try:
             payload = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -145,8 +155,37 @@ class OpenAICompatibleProvider(HTTPProvider):
             raise classify_error(
                 self.provider_name, status if isinstance(status, int) else 500, data.encode(), {}
             )
+        return payload
+
+    def _chunk(self, data: str) -> ChatCompletionChunk:
         try:
-            return ChatCompletionChunk.model_validate(payload)
+            return ChatCompletionChunk.model_validate(self._payload(data))
+        except pydantic.ValidationError as exc:
+            raise malformed(self.provider_name, _first_error(exc)) from None
+
+    def _text_chunk(self, data: str) -> ChatCompletionChunk:
+        payload = self._payload(data)
+        try:
+            choices = [
+                {
+                    "index": choice.get("index", 0),
+                    "delta": {"content": choice.get("text")},
+                    "finish_reason": choice.get("finish_reason"),
+                    "logprobs": choice.get("logprobs"),
+                }
+                for choice in payload.get("choices") or ()
+            ]
+            return ChatCompletionChunk.model_validate(
+                {
+                    "id": payload.get("id") or "",
+                    "created": payload.get("created") or 0,
+                    "model": payload.get("model") or self.model,
+                    "choices": choices,
+                    "usage": payload.get("usage"),
+                }
+            )
+        except (AttributeError, TypeError):
+            raise malformed(self.provider_name, "completion chunk is not an object") from None
         except pydantic.ValidationError as exc:
             raise malformed(self.provider_name, _first_error(exc)) from None
 

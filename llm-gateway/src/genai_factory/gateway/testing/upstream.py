@@ -109,6 +109,8 @@ class Fault:
 class ScriptedUpstream:
     """OpenAI-compatible ``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``, ``/v1/models``.
 
+    Both chat and legacy completions stream (``stream: true``) and honour the stream faults.
+
     Args:
         name: the default answer says ``Hello from <name>``.
         default: the answer when the script is empty.
@@ -196,6 +198,8 @@ class ScriptedUpstream:
             await self._stream(payload, fault, reply)
         elif request.path.endswith("/chat/completions"):
             await reply.send(200, orjson.dumps(self._answer(payload, fault)), _JSON)
+        elif request.path.endswith("/completions") and payload.get("stream"):
+            await self._stream(payload, fault, reply, text_completion=True)
         elif request.path.endswith("/completions"):
             await reply.send(200, orjson.dumps(self._text_answer(payload, fault)), _JSON)
         else:
@@ -274,23 +278,35 @@ class ScriptedUpstream:
             "usage": {"prompt_tokens": len(texts), "total_tokens": len(texts)},
         }
 
-    async def _stream(self, payload: dict[str, Any], fault: Fault, reply: Reply) -> None:
+    async def _stream(
+        self, payload: dict[str, Any], fault: Fault, reply: Reply, text_completion: bool = False
+    ) -> None:
+        """A chat stream, or (``text_completion``) a legacy completion stream, faults included."""
         if fault.first_delay_s:
             await asyncio.sleep(fault.first_delay_s)
         await reply.start(200, {"content-type": "text/event-stream"})
         base = {
-            "id": "chatcmpl-" + uuid.uuid4().hex,
-            "object": "chat.completion.chunk",
+            "id": ("cmpl-" if text_completion else "chatcmpl-") + uuid.uuid4().hex,
+            "object": "text_completion" if text_completion else "chat.completion.chunk",
             "created": int(time.time()),
             "model": str(payload.get("model", self.name)),
         }
 
         def event(choice: dict[str, Any], **extra: Any) -> bytes:
+            if text_completion:  # OpenAI's legacy shape: text instead of a delta
+                delta = choice.pop("delta")
+                choice = {
+                    "index": choice["index"],
+                    "text": delta.get("content") or "",
+                    "logprobs": None,
+                    "finish_reason": choice.get("finish_reason"),
+                }
             return b"data: " + orjson.dumps({**base, "choices": [choice], **extra}) + b"\n\n"
 
-        await reply.write(event({"index": 0, "delta": {"role": "assistant", "content": ""}}))
+        if not text_completion:
+            await reply.write(event({"index": 0, "delta": {"role": "assistant", "content": ""}}))
         text = self._text(fault)
-        call = self._tool_call(payload)
+        call = None if text_completion else self._tool_call(payload)
         pieces = [w + " " for w in text.split(" ")] if not call else []
         if pieces:
             pieces[-1] = pieces[-1].rstrip(" ")
