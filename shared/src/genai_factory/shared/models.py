@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
 
-import jsonschema
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -160,6 +159,19 @@ class ChatMessage(_Open):
         return "".join(part.text or "" for part in self.content if part.type == "text")
 
 
+def _schema_problem(schema: dict[str, Any]) -> str | None:
+    """Why ``schema`` is not a valid JSON Schema (2020-12), or None when it is."""
+    # Imported on first use: jsonschema is a quarter of this module's import time, and most
+    # processes (a gateway at start-up, a worker) never see a tool schema.
+    import jsonschema
+
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        return str(exc.message)
+    return None
+
+
 class FunctionDefinition(_Model):
     name: str
     description: str | None = None
@@ -178,10 +190,9 @@ class FunctionDefinition(_Model):
     def _valid_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is None:
             return value
-        try:
-            jsonschema.Draft202012Validator.check_schema(value)
-        except jsonschema.SchemaError as exc:
-            raise ValueError(f"parameters is not a valid JSON schema: {exc.message}") from None
+        problem = _schema_problem(value)
+        if problem is not None:
+            raise ValueError(f"parameters is not a valid JSON schema: {problem}")
         if value.get("type", "object") != "object":
             raise ValueError("parameters must describe a JSON object (type: object)")
         return value
@@ -214,10 +225,9 @@ class JSONSchemaFormat(_Model):
     @classmethod
     def _valid_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is not None:
-            try:
-                jsonschema.Draft202012Validator.check_schema(value)
-            except jsonschema.SchemaError as exc:
-                raise ValueError(f"not a valid JSON schema: {exc.message}") from None
+            problem = _schema_problem(value)
+            if problem is not None:
+                raise ValueError(f"not a valid JSON schema: {problem}")
         return value
 
 
