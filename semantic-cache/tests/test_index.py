@@ -14,7 +14,7 @@ def unit_vectors(n: int, d: int = 16, seed: int = 0) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("large", ["ivf", "hnsw"])
+@pytest.mark.parametrize("large", ["ivf", "ivf_flat", "hnsw"])
 def test_switches_to_an_approximate_index_and_still_finds_each_vector(large: str) -> None:
     vectors = unit_vectors(1200)
     index = ScopeIndex(16, ann_threshold=600, large_index=large, nprobe=8)
@@ -78,3 +78,21 @@ def test_scoped_index_keeps_scopes_apart_and_drops_empty_ones() -> None:
     assert len(index) == 1
     index.clear()
     assert len(index) == 0
+
+
+def test_rebuilds_read_exact_vectors_from_the_source_when_given() -> None:
+    vectors = unit_vectors(900)
+    table = {f"k{i}": vectors[i] for i in range(900)}
+    asked: list[str] = []
+
+    def source(key: str) -> np.ndarray | None:
+        asked.append(key)
+        return table.get(key)
+
+    index = ScopeIndex(16, ann_threshold=600, nprobe=8, vector_source=source)
+    index.add_many(list(table), vectors)
+    assert index.kind == "ivf" and not index.exact_scores and len(asked) == 900
+    assert index.search(vectors[700], 1)[0][0] == "k700"
+    scoped = ScopedIndex(dimensions=16, vector_source=source)
+    scoped.add("s", "k1", vectors[1])
+    assert scoped._scopes["s"].vector_source is source and scoped._scopes["s"].exact_scores

@@ -65,7 +65,7 @@ def eval_command(pairs_path: str, threshold: float | None, no_verify: bool) -> N
         pairs = parse_pairs(lines, source=str(path))
     except GFError as exc:
         raise _InputError(exc.message) from None
-    verifier = PairVerifier(checks=[] if no_verify else None)
+    verifier = PairVerifier(checks=[]) if no_verify else PairVerifier.learned()
     report = evaluate_pairs(pairs, MiniLMEmbedder(), verifier, threshold=threshold)
     click.echo(json.dumps(report, indent=2))
 

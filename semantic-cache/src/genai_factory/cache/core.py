@@ -150,7 +150,7 @@ class SemanticCache:
         candidates: int = 4,
         semantic: bool = True,
         ann_threshold: int = 10_000,
-        large_index: Literal["ivf", "hnsw"] = "ivf",
+        large_index: Literal["ivf", "ivf_flat", "hnsw"] = "ivf",
         verify_sample_rate: float = 0.0,
         drift_policy: Literal["reembed", "drop"] = "reembed",
         track_answers: bool = False,
@@ -166,7 +166,7 @@ class SemanticCache:
             raise ValueError("drift_policy must be 'reembed' or 'drop'")
         self.embedder = embedder
         self.thresholds = ThresholdPolicy() if thresholds is None else thresholds
-        self.verifier = PairVerifier() if verifier is None else verifier
+        self.verifier = PairVerifier.learned() if verifier is None else verifier
         self.admission = AdmissionPolicy() if admission is None else admission
         self.l1 = MemoryStore() if l1 is None else l1
         self.l2 = l2
@@ -208,8 +208,13 @@ class SemanticCache:
                 dimensions=self._embedder().dimensions,
                 ann_threshold=self.ann_threshold,
                 large_index=self.large_index,
+                vector_source=self._entry_vector,
             )
         return self._index
+
+    def _entry_vector(self, key: str) -> Vector | None:
+        entry = self.l1.peek(key)
+        return None if entry is None else entry.vector
 
     async def embed(self, text: str) -> Vector:
         vectors = await asyncio.to_thread(self._embedder().encode, [text])
@@ -280,10 +285,16 @@ class SemanticCache:
         if not neighbours:
             return result
         query_features = extract_features(prompt)
-        for key, similarity in neighbours:
+        candidates: list[tuple[float, str, CacheEntry]] = []
+        for key, approximate in neighbours:
             entry = self.l1.peek(key)
             if entry is None:  # pragma: no cover - the index follows L1 exactly
                 continue
+            # the large index scores 8-bit codes: thresholds compare exact float32 cosines
+            exact = approximate if entry.vector is None else float(np.dot(entry.vector, vector))
+            candidates.append((exact, key, entry))
+        candidates.sort(key=lambda c: -c[0])
+        for similarity, key, entry in candidates:
             if entry.expired():
                 self._drop_local(key)
                 self.stats.expired += 1
@@ -291,7 +302,7 @@ class SemanticCache:
             if similarity < self.thresholds.for_entry(entry):
                 self.stats.below_threshold += 1
                 continue
-            verdict = self.verifier.compare(query_features, self._features_of(entry))
+            verdict = self.verifier.compare(query_features, self._features_of(entry), similarity)
             if not verdict.passed:
                 result.rejected.append((key, similarity, verdict.reasons))
                 self.stats.verifier_rejections += 1

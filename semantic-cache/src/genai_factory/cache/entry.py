@@ -20,6 +20,7 @@ import base64
 import json
 import time
 from dataclasses import dataclass, field, fields
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -44,20 +45,26 @@ class CacheScope:
     context_hash: str = ""
 
     def key(self) -> str:
-        return stable_hash(
-            "scope/v1",
-            self.tenant,
-            self.namespace,
-            self.model,
-            self.prompt_version,
-            self.system_hash,
-            self.tools_hash,
-            self.sampling_hash,
-            self.context_hash,
-        )
+        return _scope_key(self)
 
     def as_dict(self) -> dict[str, str]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@lru_cache(maxsize=4096)
+def _scope_key(scope: CacheScope) -> str:
+    # memoised: a lookup needs the key two or three times and sha256 over nine parts is not free
+    return stable_hash(
+        "scope/v1",
+        scope.tenant,
+        scope.namespace,
+        scope.model,
+        scope.prompt_version,
+        scope.system_hash,
+        scope.tools_hash,
+        scope.sampling_hash,
+        scope.context_hash,
+    )
 
 
 def exact_key(scope: CacheScope, prompt: str) -> str:

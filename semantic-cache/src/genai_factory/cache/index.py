@@ -3,10 +3,14 @@
 Each scope (tenant + model + ...) gets its own index, so a search can only return entries of
 the caller's scope: tenant isolation is structural, not a filter applied afterwards. A scope
 starts with an exact inner-product index (``IndexFlatIP``) and, once it holds ``ann_threshold``
-vectors (10k by default; a flat scan costs ~0.5 ms there and grows linearly), switches to an approximate one: IVF-Flat by
-default (k-means lists, about ``2 * sqrt(n)`` of them, ``nprobe`` searched; retrained whenever the
-scope has grown fourfold) or HNSW (``large_index="hnsw"``: slower to build, no training). Removal
-is a tombstone; the index is compacted when a quarter of it is dead.
+vectors (10k by default; a flat scan grows linearly with the scope), switches to an approximate
+one. The default, ``large_index="ivf"``, is IVF with 8-bit scalar-quantised codes (k-means lists,
+about ``2 * sqrt(n)`` of them, ``nprobe`` searched; retrained whenever the scope has grown
+fourfold): a quarter of the bytes of float32 to scan per probe, so a search costs about half of
+IVF-Flat's, and the scores it returns are approximate (the cache rescores its few candidates with
+their exact float32 vectors before any threshold). ``"ivf_flat"`` keeps float32 codes; ``"hnsw"``
+is a graph (slower to build, no training, weaker on unclustered vectors). Removal is a tombstone;
+the index is compacted when a quarter of it is dead.
 
 Example:
     >>> import numpy as np
@@ -22,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import faiss
@@ -29,7 +34,9 @@ import numpy as np
 
 from genai_factory.cache.embedding import Vector
 
-__all__ = ["ScopeIndex", "ScopedIndex"]
+__all__ = ["LARGE_INDEXES", "ScopeIndex", "ScopedIndex"]
+
+LARGE_INDEXES = ("ivf", "ivf_flat", "hnsw")
 
 
 class ScopeIndex:
@@ -44,9 +51,10 @@ class ScopeIndex:
         ef_construction: int = 40,
         large_index: str = "ivf",
         nprobe: int = 16,
+        vector_source: Callable[[str], Vector | None] | None = None,
     ) -> None:
-        if large_index not in ("ivf", "hnsw"):
-            raise ValueError(f"large_index must be 'ivf' or 'hnsw', got {large_index!r}")
+        if large_index not in LARGE_INDEXES:
+            raise ValueError(f"large_index must be one of {LARGE_INDEXES}, got {large_index!r}")
         self.dimensions = dimensions
         self.ann_threshold = ann_threshold
         self.hnsw_m = hnsw_m
@@ -54,6 +62,9 @@ class ScopeIndex:
         self.ef_construction = ef_construction
         self.large_index = large_index
         self.nprobe = nprobe
+        # the exact vectors of a key (the cache's entries hold them): rebuilds read them from
+        # here so that re-quantising decoded 8-bit codes never compounds their error
+        self.vector_source = vector_source
         self._index: Any = faiss.IndexFlatIP(dimensions)
         self._trained_size = 0
         self._keys: list[str | None] = []
@@ -62,9 +73,13 @@ class ScopeIndex:
 
     @property
     def kind(self) -> str:
-        if isinstance(self._index, faiss.IndexHNSWFlat):
-            return "hnsw"
-        return "ivf" if isinstance(self._index, faiss.IndexIVFFlat) else "flat"
+        """``flat`` while small, then the configured ``large_index``."""
+        return "flat" if isinstance(self._index, faiss.IndexFlat) else self.large_index
+
+    @property
+    def exact_scores(self) -> bool:
+        """False when search scores are approximate (quantised codes) and need rescoring."""
+        return self.kind != "ivf"
 
     def __len__(self) -> int:
         return len(self._position)
@@ -94,7 +109,7 @@ class ScopeIndex:
             self._position[key] = start + offset
         size = len(self._position)
         if (self.kind == "flat" and size >= self.ann_threshold) or (
-            self.kind == "ivf" and size >= 4 * self._trained_size
+            self.kind in ("ivf", "ivf_flat") and size >= 4 * self._trained_size
         ):
             self._rebuild(large=True)
 
@@ -129,13 +144,7 @@ class ScopeIndex:
 
     def _rebuild(self, *, large: bool) -> None:
         live = [(pos, key) for pos, key in enumerate(self._keys) if key is not None]
-        total = len(self._keys)
-        every = (
-            self._index.reconstruct_n(0, total)
-            if total
-            else np.zeros((0, self.dimensions), dtype=np.float32)
-        )
-        vectors = np.ascontiguousarray(every[[pos for pos, _ in live]], dtype=np.float32)
+        vectors = self._live_vectors(live)
         index: Any
         if large and self.large_index == "hnsw":
             index = faiss.IndexHNSWFlat(self.dimensions, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
@@ -144,9 +153,18 @@ class ScopeIndex:
         elif large:
             lists = int(np.clip(2 * np.sqrt(len(live)), 16, 4096))
             quantizer = faiss.IndexFlatIP(self.dimensions)
-            index = faiss.IndexIVFFlat(
-                quantizer, self.dimensions, lists, faiss.METRIC_INNER_PRODUCT
-            )
+            if self.large_index == "ivf":
+                index = faiss.IndexIVFScalarQuantizer(
+                    quantizer,
+                    self.dimensions,
+                    lists,
+                    faiss.ScalarQuantizer.QT_8bit,
+                    faiss.METRIC_INNER_PRODUCT,
+                )
+            else:
+                index = faiss.IndexIVFFlat(
+                    quantizer, self.dimensions, lists, faiss.METRIC_INNER_PRODUCT
+                )
             sample = vectors
             if len(vectors) > 40 * lists:  # k-means needs ~40 points a list, not all of them
                 pick = np.random.default_rng(0).choice(len(vectors), 40 * lists, replace=False)
@@ -164,6 +182,18 @@ class ScopeIndex:
         self._position = {key: pos for pos, key in enumerate(self._keys) if key is not None}
         self._dead = 0
 
+    def _live_vectors(self, live: list[tuple[int, str]]) -> np.ndarray[Any, Any]:
+        exact = [self.vector_source(key) for _, key in live] if self.vector_source else []
+        if live and exact and all(v is not None for v in exact):
+            return np.ascontiguousarray(np.vstack(exact), dtype=np.float32)  # type: ignore[arg-type]
+        total = len(self._keys)
+        every = (
+            self._index.reconstruct_n(0, total)
+            if total
+            else np.zeros((0, self.dimensions), dtype=np.float32)
+        )
+        return np.ascontiguousarray(every[[pos for pos, _ in live]], dtype=np.float32)
+
 
 class ScopedIndex:
     """One :class:`ScopeIndex` per scope key, created on first add, dropped when empty."""
@@ -176,8 +206,10 @@ class ScopedIndex:
         ef_search: int = 64,
         large_index: str = "ivf",
         nprobe: int = 16,
+        vector_source: Callable[[str], Vector | None] | None = None,
     ) -> None:
         self.dimensions = dimensions
+        self.vector_source = vector_source
         self.ann_threshold = ann_threshold
         self.hnsw_m = hnsw_m
         self.ef_search = ef_search
@@ -195,6 +227,7 @@ class ScopedIndex:
                 ef_search=self.ef_search,
                 large_index=self.large_index,
                 nprobe=self.nprobe,
+                vector_source=self.vector_source,
             )
             self._scopes[scope_key] = index
         return index

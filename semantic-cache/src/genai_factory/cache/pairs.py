@@ -34,6 +34,7 @@ from genai_factory.shared.errors import ValidationError
 __all__ = ["Pair", "PairScores", "evaluate_pairs", "parse_pairs", "score"]
 
 DEFAULT_CURVE = tuple(round(0.70 + 0.01 * i, 2) for i in range(30))
+MODEL_CURVE = tuple(round(0.05 * i, 2) for i in range(20))
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +117,11 @@ def score(predicted: Sequence[bool], labels: Sequence[bool]) -> dict[str, Any]:
 
 @dataclass(slots=True)
 class PairScores:
-    """Per-pair similarity, verifier verdict, exact and scope flags: decisions at any threshold."""
+    """Per pair: similarity, rule and learned verdicts, exact and scope flags.
+
+    ``decide`` gives the cache's decision at any cosine gate (and, with a learned verifier, any
+    probability threshold), so curves need one pass over the data.
+    """
 
     similarity: np.ndarray[Any, Any]
     verified: list[bool]
@@ -124,12 +129,24 @@ class PairScores:
     same_scope: list[bool]
     labels: list[bool]
     embed_seconds: float
+    hard_passed: list[bool] = field(default_factory=list)
+    probability: list[float | None] = field(default_factory=list)
 
-    def decide(self, threshold: float, verify: bool = True) -> list[bool]:
+    def decide(
+        self, threshold: float, verify: bool = True, probability: float | None = None
+    ) -> list[bool]:
+        """Hits at cosine ``threshold``; ``probability`` replaces the model's own threshold."""
+        if verify and probability is not None and self.probability:
+            passed = [
+                hard and (p is None or p >= probability)
+                for hard, p in zip(self.hard_passed, self.probability, strict=True)
+            ]
+        else:
+            passed = self.verified
         return [
             same and (exact or (sim >= threshold and (ok or not verify)))
             for sim, ok, exact, same in zip(
-                self.similarity.tolist(), self.verified, self.exact, self.same_scope, strict=True
+                self.similarity.tolist(), passed, self.exact, self.same_scope, strict=True
             )
         ]
 
@@ -144,13 +161,21 @@ def pair_scores(
     row = {text: i for i, text in enumerate(texts)}
     a = vectors[[row[p.a] for p in pairs]]
     b = vectors[[row[p.b] for p in pairs]]
+    similarity = np.sum(a * b, axis=1)
+    verdicts = [
+        verifier.verify(p.b, p.a, similarity=float(s))
+        for p, s in zip(pairs, similarity.tolist(), strict=True)
+    ]
+    hard = PairVerifier(checks=verifier.checks)
     return PairScores(
-        similarity=np.sum(a * b, axis=1),
-        verified=[verifier.verify(p.b, p.a).passed for p in pairs],
+        similarity=similarity,
+        verified=[v.passed for v in verdicts],
         exact=[normalize_prompt(p.a) == normalize_prompt(p.b) for p in pairs],
         same_scope=[p.scope_a.key() == p.scope_b.key() for p in pairs],
         labels=[p.label for p in pairs],
         embed_seconds=embed_seconds,
+        hard_passed=[hard.verify(p.b, p.a).passed for p in pairs],
+        probability=[v.probability for v in verdicts],
     )
 
 
@@ -162,11 +187,11 @@ def evaluate_pairs(
     curve: Sequence[float] = DEFAULT_CURVE,
 ) -> dict[str, Any]:
     """Scores at the default settings, without the verifier, and over a threshold curve."""
-    verifier = verifier or PairVerifier()
+    verifier = verifier or PairVerifier.learned()
     threshold = ThresholdPolicy().default if threshold is None else threshold
     scores = pair_scores(pairs, embedder, verifier)
     labels = scores.labels
-    return {
+    report: dict[str, Any] = {
         "pairs": len(pairs),
         "positives": sum(labels),
         "embedding_model": embedder.model_id,
@@ -178,3 +203,9 @@ def evaluate_pairs(
         },
         "curve": [{"threshold": t, **score(scores.decide(t), labels)} for t in curve],
     }
+    if verifier.model is not None:  # the learned stage's threshold, at the default cosine gate
+        report["model_curve"] = [
+            {"probability": p, **score(scores.decide(threshold, probability=p), labels)}
+            for p in MODEL_CURVE
+        ]
+    return report

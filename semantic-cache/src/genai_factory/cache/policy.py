@@ -26,6 +26,9 @@ __all__ = ["AdmissionPolicy", "ThresholdPolicy"]
 class ThresholdPolicy:
     """The cosine a semantic candidate must reach: global, per namespace, then per entry.
 
+    ``default`` None takes the gate tuned with the packaged verifier model
+    (``benchmarks/train_verifier.py``).
+
     A reported false hit at similarity ``s`` raises the entry's own threshold to ``s + margin``
     (and remembers ``s`` as a floor). A confirmed hit lowers it by ``step_down``, never below
     the namespace threshold minus ``max_drop`` nor below the floor plus ``margin``.
@@ -33,12 +36,17 @@ class ThresholdPolicy:
 
     def __init__(
         self,
-        default: float = 0.87,
+        default: float | None = None,
         per_namespace: dict[str, float] | None = None,
         margin: float = 0.01,
         step_down: float = 0.002,
         max_drop: float = 0.03,
     ) -> None:
+        if default is None:
+            # the cosine gate chosen on dev data together with the packaged verifier model
+            from genai_factory.cache.verify import PairModel
+
+            default = PairModel.load().similarity_threshold
         for name, value in {"default": default, **(per_namespace or {})}.items():
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"threshold {name!r} must be within [0, 1], got {value}")

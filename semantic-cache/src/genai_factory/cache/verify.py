@@ -17,6 +17,13 @@ Embeddings put "enable 2FA" next to "disable 2FA" and "refund order 1234" next t
 A capitalised word that opens a sentence is not taken for a name ("Book a flight", "Raise the
 limit"): names there are left to the embedding and the order check.
 
+``PairVerifier.learned()`` (the cache's default) runs only the checks the training script chose as
+hard rejections, then a logistic :class:`PairModel` over :func:`pair_features` (cosine, every check
+as a flag, word overlap, length ratio, number and name differences) whose probability must reach
+its calibrated threshold. ``benchmarks/train_verifier.py`` fits it on the train splits of MRPC and
+the adversarial set and chooses the thresholds on their dev splits; the weights ship in
+``verifier_model.json`` beside this file.
+
 Example:
     >>> from genai_factory.cache.verify import PairVerifier
     >>> verifier = PairVerifier()
@@ -34,13 +41,26 @@ Example:
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
-__all__ = ["CHECKS", "PairVerifier", "TextFeatures", "Verification", "extract_features"]
+__all__ = [
+    "CHECKS",
+    "PAIR_FEATURES",
+    "PairModel",
+    "PairVerifier",
+    "TextFeatures",
+    "Verification",
+    "extract_features",
+    "pair_features",
+]
 
 CHECKS = ("negation", "numbers", "dates", "entities", "quantity", "polarity", "order")
 
@@ -596,6 +616,7 @@ class Verification:
 
     passed: bool
     reasons: tuple[str, ...] = ()
+    probability: float | None = None  # the learned stage's, when it ran
 
 
 def _number_value(token: str) -> str | None:
@@ -691,19 +712,37 @@ class PairVerifier:
     ``checks`` selects which of :data:`CHECKS` run (all by default).
     """
 
-    def __init__(self, checks: list[str] | None = None) -> None:
+    def __init__(self, checks: list[str] | None = None, model: PairModel | None = None) -> None:
         self.checks = list(CHECKS) if checks is None else list(checks)
         unknown = set(self.checks) - set(CHECKS)
         if unknown:
             raise ValueError(f"unknown verifier checks {sorted(unknown)}; known: {list(CHECKS)}")
         self._enabled = frozenset(self.checks)
+        self.model = model
 
-    def verify(self, query: str, cached: str) -> Verification:
-        """Compare two texts."""
-        return self.compare(extract_features(query), extract_features(cached))
+    @classmethod
+    def learned(cls, model: PairModel | None = None) -> PairVerifier:
+        """The cache's default: the model's hard checks, then the model (the packaged one)."""
+        model = PairModel.load() if model is None else model
+        return cls(checks=list(model.hard_checks), model=model)
 
-    def compare(self, a: TextFeatures, b: TextFeatures) -> Verification:
-        """Compare two precomputed feature sets."""
+    def verify(self, query: str, cached: str, similarity: float | None = None) -> Verification:
+        """Compare two texts (the learned stage runs only when ``similarity`` is given)."""
+        return self.compare(extract_features(query), extract_features(cached), similarity)
+
+    def compare(
+        self, a: TextFeatures, b: TextFeatures, similarity: float | None = None
+    ) -> Verification:
+        """Compare two precomputed feature sets: hard checks, then the model if any."""
+        reasons = self._hard_reasons(a, b)
+        if reasons or self.model is None or similarity is None:
+            return Verification(passed=not reasons, reasons=tuple(reasons))
+        probability = self.model.probability(pair_features(a, b, similarity))
+        if probability < self.model.threshold:
+            reasons.append("model")
+        return Verification(passed=not reasons, reasons=tuple(reasons), probability=probability)
+
+    def _hard_reasons(self, a: TextFeatures, b: TextFeatures) -> list[str]:
         reasons: list[str] = []
         on = self._enabled
         if "negation" in on and a.negations != b.negations:
@@ -720,7 +759,7 @@ class PairVerifier:
             reasons.append("polarity")
         if "order" in on and _roles_swapped(a.tokens, b.tokens):
             reasons.append("order")
-        return Verification(passed=not reasons, reasons=tuple(reasons))
+        return reasons
 
 
 def _entities_differ(a: TextFeatures, b: TextFeatures) -> bool:
@@ -803,3 +842,135 @@ def _roles_swapped(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     if a == b or Counter(a) != Counter(b):
         return False
     return _role_pairs(a) != _role_pairs(b)
+
+
+# ---------------------------------------------------------------- learned second stage
+
+_STOPWORDS = frozenset(
+    """a an the of in on at to for from by with about as into is are was were be been am do does
+    did i me my we our you your he she it its they them their this that these those and or but
+    so if then than what which who whom whose when where why how can could would should will
+    shall may might must have has had please s""".split()  # noqa: SIM905
+)
+
+PAIR_FEATURES = (
+    "cosine",
+    *(f"check_{name}" for name in CHECKS),
+    "word_jaccard",
+    "content_jaccard",
+    "length_ratio",
+    "numbers_diff",
+    "entities_diff",
+)
+
+
+def pair_features(a: TextFeatures, b: TextFeatures, similarity: float) -> list[float]:
+    """The numbers the learned second stage weighs (order: :data:`PAIR_FEATURES`)."""
+    checks = [
+        a.negations != b.negations,
+        a.numbers != b.numbers,
+        a.dates != b.dates,
+        _entities_differ(a, b),
+        _quantifiers_differ(a.quantifiers, b.quantifiers),
+        _polarity_differs(a.polarity, b.polarity),
+        _roles_swapped(a.tokens, b.tokens),
+    ]
+    words_a, words_b = set(a.tokens), set(b.tokens)
+    content_a, content_b = words_a - _STOPWORDS, words_b - _STOPWORDS
+    union = len(words_a | words_b) or 1
+    content_union = len(content_a | content_b) or 1
+    longer = max(len(a.tokens), len(b.tokens)) or 1
+    numbers_a, numbers_b = Counter(dict(a.numbers)), Counter(dict(b.numbers))
+    numbers_diff = sum(((numbers_a - numbers_b) + (numbers_b - numbers_a)).values())
+    entities_diff = len({e for e in a.entities if e not in b.words}) + len(
+        {e for e in b.entities if e not in a.words}
+    )
+    return [
+        similarity,
+        *(float(c) for c in checks),
+        len(words_a & words_b) / union,
+        len(content_a & content_b) / content_union,
+        abs(len(a.tokens) - len(b.tokens)) / longer,
+        min(numbers_diff, 4) / 4,
+        min(entities_diff, 4) / 4,
+    ]
+
+
+MODEL_FILE = Path(__file__).with_name("verifier_model.json")
+
+
+@dataclass(frozen=True, slots=True)
+class PairModel:
+    """A logistic model over :func:`pair_features`, trained by ``benchmarks/train_verifier.py``.
+
+    ``threshold`` is the probability a candidate must reach, ``similarity_threshold`` the cosine
+    gate it was tuned with, ``hard_checks`` the rule checks that reject outright before it.
+    """
+
+    features: tuple[str, ...]
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    coef: tuple[float, ...]
+    intercept: float
+    threshold: float
+    similarity_threshold: float
+    hard_checks: tuple[str, ...]
+    provenance: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.features != PAIR_FEATURES:
+            raise ValueError(f"model features {self.features} do not match {PAIR_FEATURES}")
+        if not len(self.mean) == len(self.scale) == len(self.coef) == len(self.features):
+            raise ValueError("model mean, scale and coef must have one value per feature")
+        unknown = set(self.hard_checks) - set(CHECKS)
+        if unknown:
+            raise ValueError(f"unknown hard checks {sorted(unknown)}")
+
+    def probability(self, values: list[float]) -> float:
+        z = self.intercept + sum(
+            c * (v - m) / s
+            for c, v, m, s in zip(self.coef, values, self.mean, self.scale, strict=True)
+        )
+        return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PairModel:
+        try:
+            return cls(
+                features=tuple(data["features"]),
+                mean=tuple(float(v) for v in data["mean"]),
+                scale=tuple(float(v) for v in data["scale"]),
+                coef=tuple(float(v) for v in data["coef"]),
+                intercept=float(data["intercept"]),
+                threshold=float(data["threshold"]),
+                similarity_threshold=float(data["similarity_threshold"]),
+                hard_checks=tuple(data["hard_checks"]),
+                provenance=dict(data.get("provenance", {})),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a pair model: {exc}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "features": list(self.features),
+            "mean": list(self.mean),
+            "scale": list(self.scale),
+            "coef": list(self.coef),
+            "intercept": self.intercept,
+            "threshold": self.threshold,
+            "similarity_threshold": self.similarity_threshold,
+            "hard_checks": list(self.hard_checks),
+            "provenance": self.provenance,
+        }
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> PairModel:
+        """The packaged model, or one written by the training script to ``path``."""
+        if path is None:
+            return _packaged_model()
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+@lru_cache(maxsize=1)
+def _packaged_model() -> PairModel:
+    return PairModel.from_dict(json.loads(MODEL_FILE.read_text(encoding="utf-8")))
