@@ -318,7 +318,15 @@ async def test_the_tracer_gets_one_span_per_request(
     assert text.usage is not None and vectors.usage is not None and vectors.response is not None
     assert type(refused.error).__name__ == "RateLimitExceeded"
     # the counters saw every lookup and verdict, streamed requests' too
-    assert tracer.cache_lookups == [False, True, False]
+    # miss, hit, the stream, the completion (cached apart from chat); embeddings have no cache
+    assert tracer.cache_lookups == [False, True, False, False]
+    # completions and embeddings are screened like chat (embeddings: their input only)
+    assert [(e[0], e[1].get("stage")) for e in text.events] == [
+        ("gf.guard.verdict", "input"),
+        ("gf.cache.lookup", None),
+        ("gf.guard.verdict", "output"),
+    ]
+    assert [(e[0], e[1].get("stage")) for e in vectors.events] == [("gf.guard.verdict", "input")]
     assert ("RegexGuard", "output", "allow") in tracer.verdicts
 
 

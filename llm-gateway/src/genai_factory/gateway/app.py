@@ -22,7 +22,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
@@ -33,15 +33,12 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from genai_factory.gateway import operations
 from genai_factory.gateway.auth import presented_key
-from genai_factory.gateway.failover import CallRecord, StreamInterrupted, StreamOpener
+from genai_factory.gateway.failover import CallRecord, StreamInterrupted
 from genai_factory.gateway.metrics import CONTENT_TYPE
 from genai_factory.gateway.pipeline import RequestContext
 from genai_factory.gateway.providers.base import (
-    EmbeddingProvider,
-    Provider,
-    TextCompletionProvider,
-    TextStreamProvider,
     aiohttp_module,
 )
 from genai_factory.gateway.routing import (
@@ -60,7 +57,6 @@ from genai_factory.shared.errors import (
     GFError,
     NotFound,
     PayloadTooLarge,
-    ProviderError,
     Unauthorized,
     ValidationError,
     to_http,
@@ -68,7 +64,6 @@ from genai_factory.shared.errors import (
 from genai_factory.shared.models import (
     ChatCompletionChunk,
     ChatCompletionRequest,
-    ChatCompletionResponse,
     CompletionRequest,
     EmbeddingRequest,
     EmbeddingResponse,
@@ -262,49 +257,6 @@ async def _anthropic_events(
 # --------------------------------------------------------------------------------- endpoints
 
 
-def _embed(request: EmbeddingRequest) -> Callable[[Provider], Awaitable[EmbeddingResponse]]:
-    async def call(provider: Provider) -> EmbeddingResponse:
-        if not isinstance(provider, EmbeddingProvider):
-            raise ProviderError(
-                "this deployment does not serve embeddings",
-                retryable=False,
-                code="unsupported_operation",
-            )
-        return await provider.embed(request)
-
-    return call
-
-
-def _as_chat(request: CompletionRequest) -> ChatCompletionRequest:
-    """A legacy completion as a one-message chat, for providers without a completions API."""
-    prompt = request.prompt if isinstance(request.prompt, str) else "\n".join(request.prompt)
-    return parse(
-        ChatCompletionRequest,
-        {
-            **request.model_dump(exclude_none=True, exclude={"prompt", "stream"}),
-            "messages": [{"role": "user", "content": prompt}],
-        },
-    )
-
-
-def _text_complete(request: CompletionRequest) -> Callable[[Provider], Awaitable[dict[str, Any]]]:
-    async def call(provider: Provider) -> dict[str, Any]:
-        if isinstance(provider, TextCompletionProvider):
-            return await provider.text_complete(request)
-        return _as_text_completion(await provider.complete(_as_chat(request)))
-
-    return call
-
-
-def _text_stream(request: CompletionRequest) -> StreamOpener:
-    def open_stream(provider: Provider) -> AsyncIterator[ChatCompletionChunk]:
-        if isinstance(provider, TextStreamProvider):
-            return provider.text_stream(request)
-        return provider.stream(_as_chat(request))
-
-    return open_stream
-
-
 def _completion_event(chunk: ChatCompletionChunk) -> bytes | None:
     """A chunk as OpenAI's streamed ``text_completion`` event (None: nothing to say)."""
     choices = [
@@ -346,25 +298,6 @@ async def _completion_events(chunks: AsyncIterator[ChatCompletionChunk]) -> Asyn
         if closer is not None:
             await closer()
     yield DONE_EVENT
-
-
-def _as_text_completion(response: ChatCompletionResponse) -> dict[str, Any]:
-    return {
-        "id": response.id.replace("chatcmpl", "cmpl", 1),
-        "object": "text_completion",
-        "created": response.created,
-        "model": response.model,
-        "choices": [
-            {
-                "index": c.index,
-                "text": c.message.text(),
-                "finish_reason": c.finish_reason,
-                "logprobs": None,
-            }
-            for c in response.choices
-        ],
-        "usage": response.usage.model_dump() if response.usage else None,
-    }
 
 
 class _API:
@@ -433,15 +366,17 @@ class _API:
                 hints=_hints(request),
             )
             ctx = _context(request, route, "completion")
+            # the same stages as chat, judged on the prompts as user messages
+            ctx.completion, ctx.chat = body, operations.completion_view(body)
             if body.stream:
-                chunks = await runtime.pipeline.other_stream(ctx, _text_stream(body))
+                chunks = await runtime.pipeline.chat_stream(ctx)
                 return StreamingResponse(
                     _completion_events(chunks),
                     media_type="text/event-stream",
                     headers={**ctx.response_headers(), **_SSE_HEADERS},
                 )
-            answer = await runtime.pipeline.other(ctx, _text_complete(body))
-            return _json(answer, headers=ctx.response_headers())
+            answer = await runtime.pipeline.chat(ctx)
+            return _json(operations.text_answer(ctx.result, answer), headers=ctx.response_headers())
         except Exception as exc:
             return _openai_error(exc, ctx)
 
@@ -462,8 +397,11 @@ class _API:
                 hints=_hints(request),
             )
             ctx = _context(request, route, "embedding")
-            answer = await runtime.pipeline.other(ctx, _embed(body))
-            return _json(answer.model_dump(), headers=ctx.response_headers())
+            # auth, limits, budget, input guards on the input texts; no response cache
+            ctx.embedding, ctx.chat = body, operations.embedding_view(body)
+            await runtime.pipeline.run(ctx)
+            assert isinstance(ctx.result, EmbeddingResponse)
+            return _json(ctx.result.model_dump(), headers=ctx.response_headers())
         except Exception as exc:
             return _openai_error(exc, ctx)
 

@@ -24,10 +24,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from genai_factory.shared.contracts import AuthDecision
 from genai_factory.shared.errors import ConfigError, Unauthorized
 from genai_factory.shared.models import Principal
 
-__all__ = ["ANONYMOUS", "APIKeyAuthenticator", "hash_key"]
+__all__ = ["ANONYMOUS", "APIKeyAuthenticator", "ModelScopes", "hash_key"]
 
 ANONYMOUS = Principal(subject="anonymous")
 _FIELDS = ("subject", "org_id", "team_id", "user_id", "key_id")
@@ -145,3 +146,35 @@ class APIKeyAuthenticator:
         if found is None:
             raise Unauthorized("invalid API key")
         return found
+
+
+class ModelScopes:
+    """A small built-in Authorizer: a caller may use model NAME when its key's ``scopes`` hold
+    ``model:NAME`` or ``model:*``; with ``per_operation``, it also needs the operation's scope
+    (``gateway:chat``, ``gateway:completion``, ``gateway:embedding``). Deny by default.
+
+    Example:
+        >>> import asyncio
+        >>> rule = ModelScopes()
+        >>> alice = Principal(subject="alice", scopes=frozenset({"model:m"}))
+        >>> asyncio.run(rule.authorize(alice, "gateway:chat", "model:m")).allowed
+        True
+        >>> asyncio.run(rule.authorize(alice, "gateway:chat", "model:other")).rule
+        'no model scope'
+    """
+
+    def __init__(self, per_operation: bool = False) -> None:
+        self.per_operation = per_operation
+
+    async def authorize(
+        self,
+        principal: Principal,
+        action: str,
+        resource: str,
+        context: Mapping[str, Any] | None = None,
+    ) -> AuthDecision:
+        if resource not in principal.scopes and "model:*" not in principal.scopes:
+            return AuthDecision(False, "no model scope", f"{resource} is not in the key's scopes")
+        if self.per_operation and action not in principal.scopes:
+            return AuthDecision(False, "no operation scope", f"{action} is not in the key's scopes")
+        return AuthDecision(True, "model scope")

@@ -181,6 +181,11 @@ class AuthSettings(_Section):
         default=None, description="default: required when any key is configured"
     )
     component: AnyComponent | None = Field(default=None, description="a custom Authenticator")
+    authorizer: AnyComponent | None = Field(
+        default=None,
+        description="an Authorizer asked before every model call (action gateway:chat, "
+        "gateway:completion or gateway:embedding; resource model:NAME)",
+    )
 
 
 class CacheSettings(_Section):

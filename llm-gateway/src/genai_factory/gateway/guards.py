@@ -2,7 +2,8 @@
 
 Real screening (PII models, prompt-injection classifiers) lives in the guardrails module and
 plugs in through the same ``Guard`` contract; this one lets the gateway stand alone and shows the
-shape. For input, a ``redact`` verdict's ``text`` is the last user message rewritten.
+shape. For input, a ``redact`` verdict's ``text`` follows the Guard contract: a JSON array with
+one entry per request message, the new content or null where a message is unchanged.
 
 Example:
     >>> import asyncio
@@ -10,12 +11,18 @@ Example:
     ...                    redact=[r"\\b\\d{3}-\\d{2}-\\d{4}\\b"])
     >>> asyncio.run(guard.check_output("SSN 123-45-6789", None, None)).text
     'SSN [REDACTED]'
+    >>> request = ChatCompletionRequest(model="m", messages=[
+    ...     {"role": "user", "content": "SSN 123-45-6789"}, {"role": "user", "content": "ok"}])
+    >>> asyncio.run(guard.check_input(request, None)).text
+    '["SSN [REDACTED]",null]'
 """
 
 from __future__ import annotations
 
 import re
 import time
+
+import orjson
 
 from genai_factory.shared.models import ChatCompletionRequest, Finding, Principal, Verdict
 
@@ -89,12 +96,27 @@ class RegexGuard:
     ) -> Verdict:
         if not self.screen_input:
             return Verdict(decision="allow")
-        user_texts = [m.text() for m in request.messages if m.role == "user"]
-        for text in user_texts[:-1]:  # earlier turns can only block
-            verdict = self._verdict(text)
+        started = time.perf_counter()
+        findings: list[Finding] = []
+        rewrites: list[str | None] = []
+        for message in request.messages:
+            verdict = (
+                self._verdict(message.text())
+                if message.role == "user"  # the caller's words; system prompts are the operator's
+                else Verdict(decision="allow")
+            )
             if verdict.decision == "block":
                 return verdict
-        return self._verdict(user_texts[-1]) if user_texts else Verdict(decision="allow")
+            findings += verdict.findings
+            rewrites.append(verdict.text if verdict.decision == "redact" else None)
+        if not findings:
+            return Verdict(decision="allow", timings_ms=self._ms(started))
+        return Verdict(
+            decision="redact",
+            findings=findings,
+            text=orjson.dumps(rewrites).decode(),
+            timings_ms=self._ms(started),
+        )
 
     async def check_output(
         self, text: str, request: ChatCompletionRequest | None, principal: Principal | None

@@ -7,6 +7,10 @@ A stage with no component configured does nothing, so the gateway works with any
 cache hit makes route and call no-ops. Streams walk the same stages; output screening and the
 store stage then run over the chunks as they pass (:meth:`Pipeline.chat_stream`).
 
+Chat, legacy completions and embeddings all walk this one line (:meth:`Pipeline.run`): a
+non-chat request carries a chat view (``RequestContext.chat``, see :mod:`.operations`) that the
+budget, guard and cache stages judge, and only the call itself differs per operation.
+
 Example:
     >>> [type(stage).__name__ for stage in Pipeline.minimal(router=None).stages]  # doctest: +ELLIPSIS
     ['Authenticate', 'Admit', 'ScreenInput', 'LookUp', 'Route', 'Call', 'ScreenOutput', 'Store', 'Observe']
@@ -24,6 +28,7 @@ from typing import Any, Literal, TypeVar
 
 import orjson
 
+from genai_factory.gateway import operations
 from genai_factory.gateway.auth import ANONYMOUS
 from genai_factory.gateway.deployment import Deployment
 from genai_factory.gateway.failover import CallRecord, Failover, LiveStream, StreamOpener
@@ -34,6 +39,7 @@ from genai_factory.gateway.routing import Plan, Router, RouteRequest, estimate_t
 from genai_factory.gateway.usage import cost_of
 from genai_factory.shared.contracts import (
     Authenticator,
+    Authorizer,
     BudgetPolicy,
     BudgetReservation,
     Guard,
@@ -41,7 +47,7 @@ from genai_factory.shared.contracts import (
     ResponseCache,
     SpendLedger,
 )
-from genai_factory.shared.errors import Blocked, ServiceUnavailable, to_http
+from genai_factory.shared.errors import Blocked, Forbidden, ServiceUnavailable, to_http
 from genai_factory.shared.models import (
     ChatCompletionChoice,
     ChatCompletionChunk,
@@ -50,7 +56,9 @@ from genai_factory.shared.models import (
     ChatMessage,
     ChunkChoice,
     ChunkDelta,
+    CompletionRequest,
     CostRecord,
+    EmbeddingRequest,
     FunctionCall,
     Principal,
     ToolCall,
@@ -86,7 +94,9 @@ class RequestContext:
     operation: Operation
     route: RouteRequest
     headers: Mapping[str, str] = field(default_factory=dict)
-    chat: ChatCompletionRequest | None = None
+    chat: ChatCompletionRequest | None = None  # the request, or a non-chat request's chat view
+    completion: CompletionRequest | None = None  # operation "completion": what is sent
+    embedding: EmbeddingRequest | None = None  # operation "embedding": what is sent
     record: CallRecord = field(default_factory=CallRecord)
     started: float = field(default_factory=time.perf_counter)
     principal: Principal = field(default_factory=lambda: ANONYMOUS)
@@ -107,6 +117,10 @@ class RequestContext:
     @property
     def deployment(self) -> Deployment | None:
         return self.record.served_by
+
+    def cache_request(self) -> ChatCompletionRequest | None:
+        """The request the response cache is keyed on; None: this operation is not cached."""
+        return None if self.operation == "embedding" else self.chat
 
     def response_headers(self) -> dict[str, str]:
         """``x-ratelimit-*``, ``x-gf-cache``, ``x-gf-deployment`` and ``x-gf-attempts``."""
@@ -140,14 +154,32 @@ def _guard_name(guard: Guard) -> str:
 
 
 class Authenticate:
-    """1. Credentials -> Principal (anonymous when no authenticator is configured)."""
+    """1. Credentials -> Principal (anonymous when no authenticator is configured), then the
+    authorizer (when one is configured) decides whether the caller may call this model this way:
+    action ``gateway:chat``, ``gateway:completion`` or ``gateway:embedding``, resource
+    ``model:NAME``; a denial is 403."""
 
-    def __init__(self, authenticator: Authenticator | None = None) -> None:
+    def __init__(
+        self, authenticator: Authenticator | None = None, authorizer: Authorizer | None = None
+    ) -> None:
         self.authenticator = authenticator
+        self.authorizer = authorizer
 
     async def __call__(self, ctx: RequestContext) -> None:
         if self.authenticator is not None:
             ctx.principal = await self.authenticator.authenticate(ctx.headers)
+        if self.authorizer is not None:
+            decision = await self.authorizer.authorize(
+                ctx.principal,
+                f"gateway:{ctx.operation}",
+                f"model:{ctx.route.model}",
+                {"request_id": ctx.request_id},
+            )
+            if not decision.allowed:
+                raise Forbidden(
+                    f"not allowed to call {ctx.route.model} ({decision.rule})",
+                    code="permission_denied",
+                )
 
 
 class Admit:
@@ -194,13 +226,14 @@ def _with_model(route: RouteRequest, model: str) -> RouteRequest:
 
 
 class ScreenInput:
-    """3. Input guards: block, or rewrite the last user message when a guard redacts."""
+    """3. Input guards: block, or rewrite the messages (prompts, inputs) a guard redacts."""
 
     def __init__(self, guards: Sequence[Guard] = (), tracer: GenAITracer | None = None) -> None:
         self.guards = list(guards)
         self.tracer = tracer
 
     async def __call__(self, ctx: RequestContext) -> None:
+        redacted = False
         for guard in self.guards:
             assert ctx.chat is not None
             verdict = await guard.check_input(ctx.chat, ctx.principal)
@@ -209,6 +242,13 @@ class ScreenInput:
                 raise _blocked("the request was blocked by a guard", verdict)
             if verdict.decision == "redact" and verdict.text is not None:
                 ctx.chat = _rewritten(ctx.chat, verdict.text)
+                redacted = True
+        if redacted:  # what is sent upstream is the screened view, never the original
+            assert ctx.chat is not None
+            if ctx.completion is not None:
+                ctx.completion = operations.completion_with(ctx.completion, ctx.chat)
+            if ctx.embedding is not None:
+                ctx.embedding = operations.embedding_with(ctx.embedding, ctx.chat)
 
 
 def _blocked(message: str, verdict: Verdict) -> Blocked:
@@ -267,9 +307,10 @@ class LookUp:
         self.tracer = tracer
 
     async def __call__(self, ctx: RequestContext) -> None:
-        if self.cache is not None and ctx.chat is not None:
+        request = ctx.cache_request()
+        if self.cache is not None and request is not None:
             ctx.cache_consulted = True
-            hit = await self.cache.get(ctx.chat, ctx.principal)
+            hit = await self.cache.get(request, ctx.principal)
             if hit is not None:
                 ctx.response, ctx.cache_hit = hit, True
             if self.tracer is not None:
@@ -299,28 +340,31 @@ class Call:
         self.failover = failover
 
     async def __call__(self, ctx: RequestContext) -> None:
-        if ctx.response is None:
-            assert ctx.plan is not None and ctx.chat is not None
+        if ctx.response is not None:
+            return  # answered from the cache
+        if ctx.embedding is not None:
+            ctx.result = await self.run(ctx, operations.embed(ctx.embedding))
+        elif ctx.completion is not None:
+            ctx.result = await self.run(ctx, operations.text_complete(ctx.completion))
+            ctx.response = operations.response_from_text(ctx.result, ctx.route.model)
+        else:
+            assert ctx.chat is not None
             chat = ctx.chat
-            ctx.response = await self.failover.call(
-                ctx.plan, ctx.record, lambda provider: provider.complete(chat)
-            )
+            ctx.response = await self.run(ctx, lambda provider: provider.complete(chat))
 
     async def run(self, ctx: RequestContext, call: Callable[[Provider], Awaitable[T]]) -> T:
-        """Another operation (embeddings, completions) along the plan."""
+        """One operation along the plan."""
         assert ctx.plan is not None
         return await self.failover.call(ctx.plan, ctx.record, call)
 
-    async def open_stream(
-        self, ctx: RequestContext, opener: StreamOpener | None = None
-    ) -> AsyncGenerator[ChatCompletionChunk, None]:
-        """The stream once its first token is in (``opener``: a non-chat stream, e.g. text)."""
+    async def open_stream(self, ctx: RequestContext) -> AsyncGenerator[ChatCompletionChunk, None]:
+        """The stream once its first token is in (a completion: the provider's text stream)."""
         if ctx.response is not None:
             return _replay(ctx.response)
         assert ctx.plan is not None
         target: ChatCompletionRequest | StreamOpener
-        if opener is not None:
-            target = opener
+        if ctx.completion is not None:
+            target = operations.text_stream(ctx.completion)
         else:
             assert ctx.chat is not None
             target = ctx.chat
@@ -368,64 +412,107 @@ class ScreenOutput:
         _note_verdict(self.tracer, guard, verdict, "output")
 
     async def __call__(self, ctx: RequestContext) -> None:
-        if not self.guards or ctx.response is None or not ctx.response.choices:
+        if not self.guards or ctx.response is None:
             return
         assert ctx.chat is not None
-        message = ctx.response.choices[0].message
-        text = message.text()
-        for guard in self.guards:
-            verdict = await guard.check_output(text, ctx.chat, ctx.principal)
-            self._note(guard, verdict)
-            if verdict.decision == "block":
-                raise _blocked("the answer was blocked by a guard", verdict)
-            if verdict.decision == "redact" and verdict.text is not None:
-                text = verdict.text
-                message.content = text
+        for choice in ctx.response.choices:  # every choice (n > 1, several prompts) is judged
+            message = choice.message
+            text = message.text()
+            for guard in self.guards:
+                verdict = await guard.check_output(text, ctx.chat, ctx.principal)
+                self._note(guard, verdict)
+                if verdict.decision == "block":
+                    raise _blocked("the answer was blocked by a guard", verdict)
+                if verdict.decision == "redact" and verdict.text is not None:
+                    text = verdict.text
+                    message.content = text
 
     def stream(
         self, ctx: RequestContext, chunks: AsyncIterator[ChatCompletionChunk]
     ) -> AsyncIterator[ChatCompletionChunk]:
-        if not self.guards or ctx.chat is None:  # guards judge chat requests (as non-streamed)
+        if not self.guards or ctx.chat is None:  # guards judge the chat (or its view)
             return chunks
         return self._screened(ctx, chunks)
 
     async def _screened(
         self, ctx: RequestContext, chunks: AsyncIterator[ChatCompletionChunk]
     ) -> AsyncIterator[ChatCompletionChunk]:
-        """Hold chunks back until the text so far passes every guard, window by window."""
+        """Hold chunks back until the text so far passes every guard, window by window.
+
+        Every choice is judged on its own text (``n`` > 1, several completion prompts), so no
+        choice index is a way past the guards; the end of the stream is a window too.
+        """
         held: list[ChatCompletionChunk] = []
-        text, released, unchecked = "", "", 0
+        text: dict[int, str] = {}
+        released: dict[int, str] = {}
+        unchecked = 0
+        last: ChatCompletionChunk | None = None
         async for chunk in chunks:
             held.append(chunk)
-            piece = "".join(c.delta.content or "" for c in chunk.choices if c.index == 0)
-            text += piece
-            unchecked += len(piece)
+            last = chunk
+            for choice in chunk.choices:
+                if choice.delta.content:
+                    text[choice.index] = text.get(choice.index, "") + choice.delta.content
+                    unchecked += len(choice.delta.content)
             final = any(c.finish_reason for c in chunk.choices) or chunk.usage is not None
             if unchecked < self.window_chars and not final:
                 continue
-            verdict_text = await self._check(ctx, text)
-            if verdict_text is None:
-                for item in held:
-                    yield item
-                released = text
-            elif not verdict_text.startswith(released):  # it would rewrite text already sent
-                raise Blocked("the answer was blocked by a guard", code="content_blocked")
-            else:  # redacted: send the rewritten remainder instead of the held text
-                yield _text_chunk(chunk, verdict_text[len(released) :])
-                for item in held:
-                    if any(c.finish_reason for c in item.choices) or item.usage is not None:
-                        yield _without_content(item)
-                released = text = verdict_text
+            for item in await self._release(ctx, held, text, released, chunk):
+                yield item
             held, unchecked = [], 0
+        if held and last is not None:  # a stream that ended without a finish: judge the rest
+            for item in await self._release(ctx, held, text, released, last):
+                yield item
+
+    async def _release(
+        self,
+        ctx: RequestContext,
+        held: list[ChatCompletionChunk],
+        text: dict[int, str],
+        released: dict[int, str],
+        like: ChatCompletionChunk,
+    ) -> list[ChatCompletionChunk]:
+        """The held chunks once every choice's text passes (redacted text rewritten)."""
+        rewrites: dict[int, str] = {}
+        for index, so_far in text.items():
+            if so_far == released.get(index):
+                continue  # nothing new on this choice since it last passed
+            verdict_text = await self._check(ctx, so_far)
+            if verdict_text is None:
+                released[index] = so_far
+            elif not verdict_text.startswith(released.get(index, "")):
+                # it would rewrite text already sent
+                raise Blocked("the answer was blocked by a guard", code="content_blocked")
+            else:
+                rewrites[index] = verdict_text
+        if not rewrites:
+            return held
+        # redacted: send the rewritten remainder instead of the held text of those choices,
+        # after the held role/tool chunks and before the finish
+        out: list[ChatCompletionChunk] = []
+        ending: list[ChatCompletionChunk] = []
         for item in held:
-            yield item
+            kept = _without_content(item, set(rewrites))
+            if kept.usage is not None or any(c.finish_reason for c in kept.choices):
+                ending.append(kept)
+            elif _says_something(kept):
+                out.append(kept)
+        out += [
+            _text_chunk(like, index, new[len(released.get(index, "")) :])
+            for index, new in rewrites.items()
+        ]
+        out += ending
+        for index, new in rewrites.items():
+            released[index] = text[index] = new
+        return out
 
     async def _check(self, ctx: RequestContext, text: str) -> str | None:
         """None when every guard allows ``text``; the rewritten text when one redacts."""
         assert ctx.chat is not None
         rewritten: str | None = None
         for guard in self.guards:
-            verdict = await guard.check_output(rewritten or text, ctx.chat, ctx.principal)
+            current = text if rewritten is None else rewritten
+            verdict = await guard.check_output(current, ctx.chat, ctx.principal)
             self._note(guard, verdict)
             if verdict.decision == "block":
                 raise _blocked("the answer was blocked by a guard", verdict)
@@ -434,18 +521,31 @@ class ScreenOutput:
         return rewritten
 
 
-def _text_chunk(like: ChatCompletionChunk, text: str) -> ChatCompletionChunk:
+def _text_chunk(like: ChatCompletionChunk, index: int, text: str) -> ChatCompletionChunk:
     return ChatCompletionChunk(
-        id=like.id, model=like.model, choices=[ChunkChoice(delta=ChunkDelta(content=text))]
+        id=like.id,
+        model=like.model,
+        choices=[ChunkChoice(index=index, delta=ChunkDelta(content=text))],
     )
 
 
-def _without_content(chunk: ChatCompletionChunk) -> ChatCompletionChunk:
+def _without_content(chunk: ChatCompletionChunk, indexes: set[int]) -> ChatCompletionChunk:
+    """``chunk`` without the text of the choices in ``indexes`` (their rewrite went out)."""
     choices = [
         c.model_copy(update={"delta": c.delta.model_copy(update={"content": None})})
+        if c.index in indexes
+        else c
         for c in chunk.choices
     ]
     return chunk.model_copy(update={"choices": choices})
+
+
+def _says_something(chunk: ChatCompletionChunk) -> bool:
+    """Anything left to send: text, a role, tool calls, a finish, logprobs or usage."""
+    return chunk.usage is not None or any(
+        c.delta.content or c.delta.role or c.delta.tool_calls or c.finish_reason or c.logprobs
+        for c in chunk.choices
+    )
 
 
 class Store:
@@ -475,13 +575,14 @@ class Store:
                 usage.prompt_tokens,
                 usage.completion_tokens,
             )
+        request = ctx.cache_request()
         if (
             self.cache is not None
             and ctx.response is not None
-            and ctx.chat is not None  # the cache holds chat answers only
+            and request is not None
             and not ctx.cache_hit
         ):
-            await self.cache.put(ctx.chat, ctx.response, ctx.principal)
+            await self.cache.put(request, ctx.response, ctx.principal)
         record = self._cost_record(ctx, usage)
         if self.budget is not None and ctx.reservation is not None:
             await self.budget.settle(ctx.reservation, record)
@@ -794,8 +895,12 @@ class Pipeline:
             self.observe,
         ]
 
-    async def chat(self, ctx: RequestContext) -> ChatCompletionResponse:
-        """A chat request, answered whole."""
+    async def run(self, ctx: RequestContext) -> None:
+        """Any operation (chat, completion, embedding), answered whole: every stage in order.
+
+        The answer is in ``ctx.response`` (chat, completion) and ``ctx.result`` (the provider's
+        own body: an embedding response, a text completion).
+        """
         try:
             await self.authenticate(ctx)
             self.observe.begin(ctx, current=True)
@@ -811,11 +916,15 @@ class Pipeline:
             raise
         finally:
             self.observe(ctx)
+
+    async def chat(self, ctx: RequestContext) -> ChatCompletionResponse:
+        """A chat request (or a completion's chat view), answered whole."""
+        await self.run(ctx)
         assert ctx.response is not None
         return ctx.response
 
     async def chat_stream(self, ctx: RequestContext) -> AsyncGenerator[ChatCompletionChunk, None]:
-        """A streamed chat request: raises before the first token, or returns the chunks.
+        """A streamed chat or completion: raises before the first token, or returns the chunks.
 
         A failure while iterating the chunks raises StreamInterrupted (upstream) or Blocked
         (an output guard); the API turns either into an error event.
@@ -849,43 +958,6 @@ class Pipeline:
         finally:
             await chunks.aclose()
             self.observe(ctx)
-
-    async def other(self, ctx: RequestContext, call: Callable[[Provider], Awaitable[T]]) -> T:
-        """Embeddings and legacy completions: authenticate, admit, route, call, store, observe."""
-        try:
-            await self.authenticate(ctx)
-            self.observe.begin(ctx, current=True)
-            await self.admit(ctx)
-            await self.route(ctx)
-            result = await self.call.run(ctx, call)
-            ctx.result = result
-            await self.store(ctx)
-        except BaseException as exc:
-            await self._failed(ctx, exc)
-            raise
-        finally:
-            self.observe(ctx)
-        return result
-
-    async def other_stream(
-        self, ctx: RequestContext, opener: StreamOpener
-    ) -> AsyncGenerator[ChatCompletionChunk, None]:
-        """A streamed legacy completion: the stages of :meth:`other`, delivered like a chat stream.
-
-        Raises before the first token (failover switched deployments until then); afterwards a
-        failure surfaces while iterating, as StreamInterrupted.
-        """
-        try:
-            await self.authenticate(ctx)
-            self.observe.begin(ctx, current=False)
-            await self.admit(ctx)
-            await self.route(ctx)
-            chunks = await self.call.open_stream(ctx, opener)
-        except BaseException as exc:
-            await self._failed(ctx, exc)
-            self.observe(ctx)
-            raise
-        return self._deliver(ctx, chunks)
 
     async def _failed(self, ctx: RequestContext, exc: BaseException) -> None:
         ctx.error = exc

@@ -58,6 +58,7 @@ from genai_factory.gateway.routing import POLICIES, ModelGroup, Router, RouteReq
 from genai_factory.gateway.usage import UsageLedger, cost_of
 from genai_factory.shared.contracts import (
     Authenticator,
+    Authorizer,
     BudgetPolicy,
     Guard,
     RateLimiter,
@@ -214,6 +215,7 @@ class PipelineParts:
     closeables: list[Any]
     ledgers: list[SpendLedger] = field(default_factory=list)
     tracer: GenAITracer | None = None
+    authorizer: Authorizer | None = None
 
 
 def build_pipeline_parts(
@@ -229,6 +231,11 @@ def build_pipeline_parts(
             settings.auth.keys, settings.auth.keys_env, settings.auth.required
         )
         authenticator = api_keys if api_keys.required else None
+    authorizer = (
+        registry.build(settings.auth.authorizer, Authorizer, where="auth.authorizer")
+        if settings.auth.authorizer is not None
+        else None
+    )
     rules: list[RateLimitRule] = []
     for rule in settings.rate_limits:
         if rule.rpm is not None:
@@ -266,7 +273,16 @@ def build_pipeline_parts(
         else None
     )
     # what this build owns and must close: limiters, and components not shared by name
-    built: list[Any] = [authenticator, cache, budget, *ledgers, *guards, *observers, tracer]
+    built: list[Any] = [
+        authenticator,
+        authorizer,
+        cache,
+        budget,
+        *ledgers,
+        *guards,
+        *observers,
+        tracer,
+    ]
     closeables: list[Any] = [r.limiter for r in rules if hasattr(r.limiter, "aclose")]
     seen: set[int] = set()
     for part in built:  # by identity: components need not be hashable
@@ -285,6 +301,7 @@ def build_pipeline_parts(
         closeables=closeables,
         ledgers=ledgers,
         tracer=tracer,
+        authorizer=authorizer,
     )
 
 
@@ -334,7 +351,7 @@ def _assemble(
     retry = RetryPolicy(**settings.retry.model_dump())
     tracer = parts.tracer
     return Pipeline(
-        authenticate=Authenticate(parts.authenticator),
+        authenticate=Authenticate(parts.authenticator, parts.authorizer),
         admit=Admit(parts.admission, parts.budget, _estimator(router)),
         screen_input=ScreenInput(parts.guards, tracer),
         look_up=LookUp(parts.cache, tracer),
