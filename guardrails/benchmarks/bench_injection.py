@@ -69,8 +69,10 @@ def main() -> None:
     texts = [e.text for e in examples]
 
     embedder = MiniLMEmbedder(cache_size=0)
-    guard = InjectionGuard(embedder=embedder)
+    guard = InjectionGuard(embedder=embedder)  # as shipped: long texts stop at a decisive window
     guard.warm_up()
+    # every layer on every window, for the per-layer rows (the shipped guard may skip layers)
+    full_scan = InjectionGuard(embedder=embedder, early_exit=None)
     # the similarity layer again, with the training split's attacks added to the seed corpus
     # (whole-text embeddings from the training script's cache, so this row costs no model time)
     train_attacks = [
@@ -85,24 +87,70 @@ def main() -> None:
     }
     started = time.perf_counter()
     for text in texts:
-        scan = guard.layer_scores(text)
+        scan = full_scan.layer_scores(text)
         for name in LAYERS:
             layer_scores[name].append(scan.scores.get(name, 0.0))
-        layer_scores["combined"].append(scan.combined)
+        layer_scores["combined (every window)"] = layer_scores.get("combined (every window)", [])
+        layer_scores["combined (every window)"].append(scan.combined)
+        layer_scores["combined"].append(guard.layer_scores(text).combined)
     scoring_s = time.perf_counter() - started
+
+    # false positives on everyday requests that no training split holds (committed file)
+    everyday = gf_data.everyday_requests()
+    everyday_scans = [full_scan.layer_scores(t) for t in everyday]
+    everyday_shipped = [guard.layer_scores(t).combined for t in everyday]
     best = np.maximum(seeds.similarities(test_matrix), (test_matrix @ train_matrix.T).max(axis=1))
     layer_scores["similarity (+train corpus)"] = [seeds.score_similarity(float(b)) for b in best]
 
     # latency on a sample, per layer and end to end
-    sample = random.Random(1).sample(texts, min(args.latency_sample, len(texts)))
+    sample = random.Random(1).sample(range(len(texts)), min(args.latency_sample, len(texts)))
     per_layer: dict[str, list[float]] = {}
     total: list[float] = []
-    for text in sample:
+    by_length: dict[str, list[float]] = {}
+    by_label: dict[str, list[float]] = {"malicious": [], "benign": []}
+    windows: list[int] = []
+    total_every_window: list[float] = []
+    for index in sample:
+        text = texts[index]
         t0 = time.perf_counter()
         scan = guard.layer_scores(text)
-        total.append((time.perf_counter() - t0) * 1000)
+        elapsed = (time.perf_counter() - t0) * 1000
+        total.append(elapsed)
+        windows.append(scan.windows)
+        bucket = (
+            "under 1,000 chars"
+            if len(text) < 1000
+            else "1,000-4,000 chars"
+            if len(text) < 4000
+            else "4,000+ chars"
+        )
+        by_length.setdefault(bucket, []).append(elapsed)
+        by_label["malicious" if labels[index] else "benign"].append(elapsed)
         for key, value in scan.timings_ms.items():
             per_layer.setdefault(key, []).append(value)
+        # the same text read to the end (no early exit), for a same-run, same-load comparison
+        t0 = time.perf_counter()
+        full_scan.layer_scores(text)
+        total_every_window.append((time.perf_counter() - t0) * 1000)
+
+    # long benign documents (benign test texts joined to about 6,000 characters): what a
+    # retrieved document costs, where no early exit can help
+    benign_texts = [t for t, label in zip(texts, labels, strict=True) if label == 0]
+    documents: list[str] = []
+    cursor = 0
+    while len(documents) < 20 and cursor < len(benign_texts):
+        parts: list[str] = []
+        while sum(len(p) + 1 for p in parts) < 6000 and cursor < len(benign_texts):
+            parts.append(benign_texts[cursor])
+            cursor += 1
+        documents.append(" ".join(parts))
+    long_docs: list[float] = []
+    long_doc_windows: list[int] = []
+    for document in documents:
+        t0 = time.perf_counter()
+        scan = guard.layer_scores(document)
+        long_docs.append((time.perf_counter() - t0) * 1000)
+        long_doc_windows.append(scan.windows)
 
     # jailguard on the same texts with the same ONNX file
     model_dir = gf_data.CACHE / "jailguard-model"
@@ -119,10 +167,19 @@ def main() -> None:
         jg_scores.append(float(jailguard.score(text)))
         jg_latency.append((time.perf_counter() - t0) * 1000)
 
+    jg_everyday = [float(jailguard.score(t)) for t in everyday]
+
     results: dict[str, Any] = {}
     for name, values in layer_scores.items():
         results[name] = rates(labels, np.array(values))
     results["jailguard"] = rates(labels, np.array(jg_scores))
+    everyday_fpr: dict[str, Any] = {
+        name: round(float(np.mean([s.scores.get(name, 0.0) >= 0.5 for s in everyday_scans])), 4)
+        for name in LAYERS
+    }
+    everyday_fpr["combined"] = round(float(np.mean(np.array(everyday_shipped) >= 0.5)), 4)
+    everyday_fpr["jailguard"] = round(float(np.mean(np.array(jg_everyday) >= 0.5)), 4)
+    flagged_examples = [t for t, v in zip(everyday, everyday_shipped, strict=True) if v >= 0.5]
     benign_sources = sorted({e.source for e in examples if e.label == 0})
     by_source = {}
     combined = np.array(layer_scores["combined"])
@@ -154,12 +211,31 @@ def main() -> None:
             "licences": gf_data.licences(),
         },
         "layers": results,
+        "everyday_requests": {
+            "source": "benchmarks/data/everyday_requests.txt (written for this project; never trained on)",
+            "n": len(everyday),
+            "flagged_share_at_threshold": everyday_fpr,
+            "flagged_by_combined": flagged_examples,
+        },
         "by_source": by_source,
         "latency": {
             "ours_total": common.summary_ms(total),
+            "ours_total_every_window": common.summary_ms(total_every_window),
             "ours_per_layer": {k: common.summary_ms(v) for k, v in per_layer.items()},
             "jailguard": common.summary_ms(jg_latency),
             "latency_sample": len(sample),
+            "ours_by_length": {k: common.summary_ms(v) for k, v in sorted(by_length.items())},
+            "ours_by_label": {k: common.summary_ms(v) for k, v in by_label.items()},
+            "windows_embedded": {
+                "mean": round(float(np.mean(windows)), 2),
+                "max": int(max(windows, default=0)),
+            },
+            "early_exit": guard.early_exit,
+            "long_benign_documents": {
+                **common.summary_ms(long_docs),
+                "chars_mean": round(float(np.mean([len(d) for d in documents])), 0),
+                "windows_mean": round(float(np.mean(long_doc_windows)), 2),
+            },
         },
         "scoring_seconds_all_texts": round(scoring_s, 1),
     }

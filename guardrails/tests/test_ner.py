@@ -85,3 +85,29 @@ def test_company_words_turn_names_into_organisations(ner: PresidioNER) -> None:
     assert all(
         d.entity_type == "PERSON" for d in only_people.find("Hall Orchestra met Ada Lovelace.")
     )
+
+
+def test_fast_context_enhancer_matches_presidios(ner: PresidioNER) -> None:
+    from presidio_analyzer import AnalyzerEngine
+    from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
+
+    engine = ner.engine()
+    reference = AnalyzerEngine(
+        nlp_engine=engine.nlp_engine,
+        registry=engine.registry,
+        supported_languages=["en"],
+        context_aware_enhancer=LemmaContextAwareEnhancer(
+            context_similarity_factor=0.3, min_score_with_context_similarity=0.5
+        ),
+    )
+    text = (
+        "Dear Mr. Smith, my name is Ada Lovelace and I live in London. " * 20
+        + "I work at Acme Corporation with Charles Babbage, who moved to Paris."
+    )
+
+    def run(analyzer: AnalyzerEngine) -> list[tuple[str, int, int, float]]:
+        results = analyzer.analyze(text=text, language="en", entities=list(ner.entities))
+        return sorted((r.entity_type, r.start, r.end, round(r.score, 6)) for r in results)
+
+    assert run(engine) == run(reference)
+    assert any(score > 0.6 for *_, score in run(engine))  # context raised some scores

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from genai_factory.guardrails.base import (
     Decision,
@@ -58,6 +59,7 @@ class SegmentScan:
     scores: dict[str, float] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    windows: int = 0  # text windows embedded (a long text stops early once its score is decisive)
 
     @property
     def combined(self) -> float:
@@ -99,6 +101,7 @@ class InjectionGuard:
         canaries: Sequence[str] = (),
         window_chars: int = 1500,
         max_windows: int = 8,
+        early_exit: float | None = 0.9,
     ) -> None:
         unknown = sorted(set(layers) - set(LAYERS))
         if unknown:
@@ -134,6 +137,8 @@ class InjectionGuard:
         self._canary = CanaryTokens(canary_secret)
         self.window_chars = window_chars
         self.max_windows = max_windows
+        # a long text stops being embedded once its score reaches this: the verdict cannot change
+        self.early_exit = early_exit
 
     def to_params(self) -> dict[str, object]:
         params: dict[str, object] = {
@@ -147,6 +152,7 @@ class InjectionGuard:
             "canaries": self.canaries,
             "window_chars": self.window_chars,
             "max_windows": self.max_windows,
+            "early_exit": self.early_exit,
         }
         if self.canary_secret is not None:
             params["canary_secret"] = self.canary_secret
@@ -195,50 +201,74 @@ class InjectionGuard:
                     for m in heuristic.matches
                 ]
         if self._needs_embeddings and (self.similarity or self.classifier):
-            pieces = [
-                window
+            per_view = [
+                _windows(view.text, self.window_chars, self.max_windows)
                 for view in normalized.views
                 if view.kind in _EMBEDDED_VIEWS
-                for window in _windows(view.text, self.window_chars, self.max_windows)
             ]
-            started = time.perf_counter()
-            vectors = self.embedder.encode(pieces)
-            scan.timings_ms["injection.embed"] = (time.perf_counter() - started) * 1000
-            if self.similarity is not None and "similarity" in self.layers:
+            # every view's first window first; the rest of a long text only when still needed
+            stages = [[w[0] for w in per_view], [x for w in per_view for x in w[1:]]]
+            vectors = np.zeros((0, 384), dtype=np.float32)
+            for stage in stages:
+                # the first windows always run (every layer explains a short text); the rest
+                # of a long one only while its score could still change the verdict
+                if not stage or (vectors.shape[0] and self._settled(scan)):
+                    continue
                 started = time.perf_counter()
-                sims = self.similarity.similarities(vectors)
-                best = int(np.argmax(sims))
-                score = self.similarity.score_similarity(float(sims[best]))
-                scan.timings_ms["injection.similarity"] = (time.perf_counter() - started) * 1000
-                scan.scores["similarity"] = score
-                if score >= 0.5:
-                    category, _, similarity = self.similarity.nearest(vectors[best])
-                    scan.findings.append(
-                        Finding(
-                            rule_id=f"similarity.{category}",
-                            category=category,
-                            layer="similarity",
-                            score=round(score, 4),
-                            message=f"cosine {similarity:.2f} to a known {category} attack",
-                        )
-                    )
-            if self.classifier is not None and "classifier" in self.layers:
-                started = time.perf_counter()
-                probability = max(self.classifier.probabilities(vectors), default=0.0)
-                score = self.classifier.score(probability)
-                scan.timings_ms["injection.classifier"] = (time.perf_counter() - started) * 1000
-                scan.scores["classifier"] = score
-                if score >= 0.5:
-                    scan.findings.append(
-                        Finding(
-                            rule_id="classifier.logreg",
-                            category="prompt_injection",
-                            layer="classifier",
-                            score=round(score, 4),
-                            message=f"P(injection) = {probability:.2f}",
-                        )
-                    )
+                vectors = np.concatenate([vectors, self.embedder.encode(stage)])
+                elapsed = (time.perf_counter() - started) * 1000
+                scan.timings_ms["injection.embed"] = (
+                    scan.timings_ms.get("injection.embed", 0.0) + elapsed
+                )
+                self._score_vectors(scan, vectors)
+            scan.windows = int(vectors.shape[0])
         return scan
+
+    def _settled(self, scan: SegmentScan) -> bool:
+        """True when the scores so far already decide the text (``early_exit`` reached)."""
+        return self.early_exit is not None and scan.combined >= self.early_exit
+
+    def _score_vectors(self, scan: SegmentScan, vectors: npt.NDArray[np.float32]) -> None:
+        """Similarity and classifier scores over every window embedded so far (the max)."""
+        scan.findings = [f for f in scan.findings if f.layer not in {"similarity", "classifier"}]
+        if self.similarity is not None and "similarity" in self.layers:
+            started = time.perf_counter()
+            sims = self.similarity.similarities(vectors)
+            best = int(np.argmax(sims))
+            score = self.similarity.score_similarity(float(sims[best]))
+            scan.timings_ms["injection.similarity"] = scan.timings_ms.get(
+                "injection.similarity", 0.0
+            ) + ((time.perf_counter() - started) * 1000)
+            scan.scores["similarity"] = score
+            if score >= 0.5:
+                category, _, similarity = self.similarity.nearest(vectors[best])
+                scan.findings.append(
+                    Finding(
+                        rule_id=f"similarity.{category}",
+                        category=category,
+                        layer="similarity",
+                        score=round(score, 4),
+                        message=f"cosine {similarity:.2f} to a known {category} attack",
+                    )
+                )
+        if self.classifier is not None and "classifier" in self.layers:
+            started = time.perf_counter()
+            probability = max(self.classifier.probabilities(vectors), default=0.0)
+            score = self.classifier.score(probability)
+            scan.timings_ms["injection.classifier"] = scan.timings_ms.get(
+                "injection.classifier", 0.0
+            ) + ((time.perf_counter() - started) * 1000)
+            scan.scores["classifier"] = score
+            if score >= 0.5:
+                scan.findings.append(
+                    Finding(
+                        rule_id="classifier.logreg",
+                        category="prompt_injection",
+                        layer="classifier",
+                        score=round(score, 4),
+                        message=f"P(injection) = {probability:.2f}",
+                    )
+                )
 
     def score(self, text: str) -> float:
         """The combined score of one text (0.5 = the default decision threshold)."""

@@ -18,13 +18,16 @@ Example (loads spaCy, so not run as a doctest)::
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from genai_factory.guardrails.detection import Detection
+from genai_factory.guardrails.detection import Detection, resolve_overlaps
+from genai_factory.guardrails.pii.lexicons import Lexicons
 
 if TYPE_CHECKING:
     from presidio_analyzer import AnalyzerEngine
@@ -74,10 +77,22 @@ _NOT_ENTITIES = frozenset(
         "ai", "api", "json", "xml", "html", "css", "sql", "http", "https", "url", "pdf", "csv",
         "ceo", "cto", "cfo", "hr", "faq", "id", "ssn", "iban", "dob", "email", "e-mail",
         "phone", "gpt", "llm", "chatgpt", "openai", "python", "javascript", "java", "linux",
-        "today", "tomorrow", "yesterday", "now",
+        "today", "tomorrow", "yesterday", "now", "mr", "mrs", "ms", "dr", "prof", "miss", "sir",
     }
 )  # fmt: skip
 
+_HOUSE_NUMBER_AFTER = re.compile(
+    r"\s+\d{1,4}[a-zA-Z]?(?=\s*$|\s*[,.\n]|\s+(?:apt|suite|unit|flat)\b)", re.IGNORECASE
+)
+_STREET_WORD_END = re.compile(
+    r"\s(?:street|st|road|rd|avenue|ave|lane|drive|boulevard|blvd|way|place|court)\.?$",
+    re.IGNORECASE,
+)
+_TITLE_START = re.compile(r"^(?:mr|mrs|ms|miss|mx|dr|prof)\.?\s+", re.IGNORECASE)
+_PLACE_BEFORE = re.compile(r"\b(?:in|from|to|at|near|of)\s+$", re.IGNORECASE)
+_POSSESSIVE = re.compile(r"['’]s?$")
+# a model span the lexicons re-type keeps at least this score: two sources agree it is an entity
+_RELABEL_SCORE = 0.6
 _HAS_LETTER = re.compile(r"[^\W\d_]")
 _YEAR = re.compile(r"(?:1[89]|20)\d\d")
 _VAGUE_DATE_PREFIXES = (
@@ -101,6 +116,65 @@ _ORG_SUFFIX = re.compile(
     r"university|orchestra|foundation|institute|associates|agency|technologies|systems)\.?$",
     re.IGNORECASE,
 )
+
+
+def token_index_at(ends: Sequence[int], start: int) -> int:
+    """The first token whose end lies after ``start`` (the token holding that character).
+
+    >>> token_index_at([3, 9, 12], 4)
+    1
+    >>> token_index_at([3, 9, 12], 12)
+    Traceback (most recent call last):
+    ...
+    ValueError: no token at character 12
+    """
+    index = bisect.bisect_right(ends, start)
+    if index >= len(ends):
+        raise ValueError(f"no token at character {start}")
+    return index
+
+
+def _enhancer_class() -> type[Any]:
+    """Presidio's lemma context enhancer with a logarithmic token lookup.
+
+    Presidio finds each result's token by walking the whole spaCy doc, once per result: on a
+    text of a few thousand characters that quadratic walk cost as much as spaCy itself. Same
+    rule (the first token whose end lies after the start), found by bisection over token ends
+    computed once per text.
+    """
+    from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
+
+    class FastLemmaContextAwareEnhancer(LemmaContextAwareEnhancer):
+        def _extract_surrounding_words(
+            self, nlp_artifacts: Any, word: str, start: int
+        ) -> list[str]:
+            if not nlp_artifacts.tokens:
+                return [""]
+            ends = getattr(nlp_artifacts, "_gf_token_ends", None)
+            if ends is None:
+                ends = [
+                    index + len(token)
+                    for index, token in zip(
+                        nlp_artifacts.tokens_indices, nlp_artifacts.tokens, strict=False
+                    )
+                ]
+                nlp_artifacts._gf_token_ends = ends  # per text: the artifacts die with the call
+            token_index = token_index_at(ends, start)
+            backward = self._add_n_words_backward(
+                token_index,
+                self.context_prefix_count,
+                nlp_artifacts.lemmas,
+                nlp_artifacts.keywords,
+            )
+            forward = self._add_n_words_forward(
+                token_index,
+                self.context_suffix_count,
+                nlp_artifacts.lemmas,
+                nlp_artifacts.keywords,
+            )
+            return list(set(backward + forward))
+
+    return FastLemmaContextAwareEnhancer
 
 
 def nlp_configuration(model_name: str = DEFAULT_SPACY_MODEL) -> dict[str, Any]:
@@ -132,6 +206,7 @@ class PresidioNER:
         model_name: str = DEFAULT_SPACY_MODEL,
         fast: bool = True,
         org_penalty: float = 0.15,
+        lexicons: Lexicons | bool | None = True,
     ) -> None:
         unknown = sorted(set(entities) - set(self.SUPPORTED))
         if unknown:
@@ -141,6 +216,10 @@ class PresidioNER:
         self.model_name = model_name
         self.fast = fast
         self.org_penalty = org_penalty
+        # True: the packaged gazetteers and context rules; False/None: the model alone
+        self.lexicons: Lexicons | None = (
+            Lexicons() if lexicons is True else lexicons if isinstance(lexicons, Lexicons) else None
+        )
         self._engine: AnalyzerEngine | None = None
         self._lock = threading.Lock()
 
@@ -159,7 +238,6 @@ class PresidioNER:
     def _build(self) -> AnalyzerEngine:
         os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
         from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
-        from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
         from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
         from presidio_analyzer.predefined_recognizers import SpacyRecognizer
 
@@ -191,7 +269,7 @@ class PresidioNER:
             nlp_engine=nlp_engine,
             registry=registry,
             supported_languages=["en"],
-            context_aware_enhancer=LemmaContextAwareEnhancer(
+            context_aware_enhancer=_enhancer_class()(
                 context_similarity_factor=0.3, min_score_with_context_similarity=0.5
             ),
         )
@@ -223,9 +301,8 @@ class PresidioNER:
                 return -self.org_penalty  # the small model's weakest label: needs context
         return 0.0
 
-    def find(self, text: str) -> list[Detection]:
-        if not text.strip():
-            return []
+    def _model_spans(self, text: str) -> list[Detection]:
+        """spaCy's entities after our shape scoring (no threshold yet), with clean boundaries."""
         results = self.engine().analyze(text=text, language="en", entities=list(self.entities))
         found: list[Detection] = []
         for result in results:
@@ -236,11 +313,15 @@ class PresidioNER:
                     continue
                 entity = "ORGANIZATION"  # "Shepherd Ltd.", "Hall Orchestra": organisations
             score = float(result.score) + self._adjust(entity, value)
-            if score < self.threshold:
-                continue
-            # trim whitespace and trailing punctuation the tokeniser kept
+            # trim whitespace, a possessive and trailing punctuation the tokeniser kept
             left = len(value) - len(value.lstrip())
-            trimmed = value.strip().rstrip(".,;:")
+            trimmed = _POSSESSIVE.sub("", value.strip()).rstrip(".,;:>|")
+            trimmed = trimmed.rstrip()
+            if entity == "PERSON" and (title := _TITLE_START.match(trimmed)):
+                left += title.end()  # "Mr. Rangel": the name is the personal data
+                trimmed = trimmed[title.end() :]
+            if not trimmed:
+                continue
             start = result.start + left
             found.append(
                 Detection(
@@ -254,3 +335,67 @@ class PresidioNER:
                 )
             )
         return found
+
+    def _refine(self, text: str, spans: list[Detection]) -> list[Detection]:
+        """Lexicon and context rules on top of the model: relabel, drop, add (see lexicons.py)."""
+        lex = self.lexicons
+        assert lex is not None
+        wanted = set(self.entities)
+        companies = lex.companies(text) if "ORGANIZATION" in wanted or "PERSON" in wanted else []
+        people = lex.people(text) + lex.name_lists(text) if "PERSON" in wanted else []
+        places = lex.places(text) if "LOCATION" in wanted else []
+        groups = lex.groups(text) if "NRP" in wanted else []
+        kept: list[Detection] = []
+        for span in spans:
+            if span.entity_type == "PERSON" and (
+                _HOUSE_NUMBER_AFTER.match(text, span.end) or _STREET_WORD_END.search(span.text)
+            ):
+                continue  # "Peter Zuidhove 188", "Isaac Lodge Street": a street, not a person
+            if span.entity_type in {"PERSON", "LOCATION"} and any(
+                span.overlaps(c) for c in companies
+            ):
+                continue  # "Clark" in "Clark, Romero and Hall": part of a company name
+            entity = span.entity_type
+            if entity in {"ORGANIZATION", "PERSON", "LOCATION"} and any(
+                span.overlaps(p) for p in people
+            ):
+                entity = "PERSON"  # "Mr. Rangel", "Sophie Lang lives at ...": a cue says person
+            elif entity in {"ORGANIZATION", "PERSON"} and lex.is_place(span.text):
+                entity = "LOCATION"  # "Goiânia", "HORTEN": the gazetteer knows the place
+            elif (
+                entity in {"LOCATION", "ORGANIZATION"}
+                and lex.is_first_name(span.text)
+                and not lex.is_country(span.text)
+                and "\n" not in span.text
+                and len(span.text.split()) <= 3
+                and not _PLACE_BEFORE.search(text[max(0, span.start - 12) : span.start])
+            ):
+                entity = "PERSON"  # "Donna", "Zoe Young": starts with a known first name
+            elif entity in {"LOCATION", "PERSON"} and any(
+                span.start >= g.start and span.end <= g.end for g in groups
+            ):
+                entity = "NRP"
+            if entity != span.entity_type:
+                if entity not in wanted:
+                    continue
+                span = replace(
+                    span,
+                    entity_type=entity,
+                    rule_id=f"ner.{entity.lower()}",
+                    score=max(span.score, _RELABEL_SCORE),
+                )
+            kept.append(span)
+        extra = [
+            d
+            for d in companies + people + places + groups
+            if d.entity_type in wanted and not any(d.overlaps(k) for k in kept)
+        ]
+        return kept + resolve_overlaps(extra)
+
+    def find(self, text: str) -> list[Detection]:
+        if not text.strip():
+            return []
+        spans = self._model_spans(text)
+        if self.lexicons is not None:
+            spans = self._refine(text, spans)
+        return [d for d in spans if d.score >= self.threshold]
