@@ -7,19 +7,27 @@
   exporter as ``otel-bare`` (isolates the instrumentation from the store's write cost);
 * ``ours``: ``GenAITelemetry.chat`` as configured by default (spans to the SQLite store through a
   bounded batch processor, the convention's metrics, pricing, Prometheus reader);
-* ``ours+content``: the same with message content captured and redacted;
+* ``ours, SDK-aggregated histograms``: the same, but the three histogram values of a call go
+  through the SDK's ``Histogram.record`` (on the deferred-metrics thread) instead of our
+  in-process aggregation: what the aggregation saves;
+* ``ours+content``: the same as ``ours`` with message content captured and redacted;
 * ``langfuse``: Langfuse's Python SDK (a ``generation`` observation with input, output and
   usage) exporting to a local HTTP sink on 127.0.0.1, i.e. its client-side cost only.
 
 Then a sustained run of ``ours`` that samples RSS to check memory stays flat.
 
+Then the same at a paced rate (sleeps standing in for the model's I/O wait), to show what the
+store keeps when the caller leaves the exporter thread some room.
+
 Usage: python benchmarks/bench_overhead.py [--calls N] [--rounds R] [--sustained N]
+       [--paced N] [--paced-rate R]
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
 import tempfile
 import time
@@ -119,9 +127,13 @@ def variant_otel_bare() -> tuple[Callable[[], None], Callable[[], None], Callabl
 
 
 def variant_ours(
-    folder: Path, capture: bool, store: bool = True
+    folder: Path, capture: bool, store: bool = True, aggregate: bool = True
 ) -> tuple[Callable[[], None], Callable[[], None], Callable[[], None]]:
-    config = TelemetryConfig(sqlite_path=folder / f"ours-{capture}.db", capture_content=capture)
+    config = TelemetryConfig(
+        sqlite_path=folder / f"ours-{capture}-{store}-{aggregate}.db",
+        capture_content=capture,
+        aggregate_histograms=aggregate,
+    )
     if store:
         telemetry = setup_telemetry(config)
     else:  # the same instrumentation, spans to a discarding exporter like otel-bare's
@@ -186,14 +198,24 @@ def timed(call: Callable[[], None], flush: Callable[[], Any], n: int) -> tuple[f
     return loop / n, (time.perf_counter() - start) / n
 
 
-def sustained(folder: Path, total: int, sample_every: int) -> dict[str, Any]:
-    telemetry = setup_telemetry(TelemetryConfig(sqlite_path=folder / "sustained.db"))
+def sustained(
+    folder: Path, total: int, sample_every: int, rate: float | None = None
+) -> dict[str, Any]:
+    """``total`` calls back to back (``rate`` None: CPU-bound, the worst case for the exporter
+    thread, which gets the GIL only between the caller's switch intervals), or paced at
+    ``rate`` calls/s with sleeps standing in for the model's I/O wait."""
+    name = "sustained" if rate is None else f"paced-{rate:g}"
+    telemetry = setup_telemetry(TelemetryConfig(sqlite_path=folder / f"{name}.db"))
     genai = telemetry.genai
     samples = []
     start = time.perf_counter()
     for i in range(1, total + 1):
         with genai.chat(REQUEST) as handle:
             handle.record_response(RESPONSE)
+        if rate is not None and i % 50 == 0:
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
         if i % sample_every == 0:
             samples.append(
                 {
@@ -208,6 +230,7 @@ def sustained(folder: Path, total: int, sample_every: int) -> dict[str, Any]:
     telemetry.shutdown()
     warm = samples[len(samples) // 5 :]  # after the first fifth (imports, caches, SQLite pages)
     return {
+        "rate_per_s": rate,
         "spans": total,
         "exported": exported,
         "stored": stored,
@@ -224,8 +247,11 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=4000)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--sustained", type=int, default=200_000)
+    parser.add_argument("--paced", type=int, default=50_000, help="spans in the paced run")
+    parser.add_argument("--paced-rate", type=float, default=5_000, help="calls/s, paced run")
     args = parser.parse_args()
 
+    started = machine()  # the load average before this benchmark adds its own
     folder = Path(tempfile.mkdtemp(prefix="gf-obs-bench-"))
     sink = LocalSink()
     variants = {
@@ -233,6 +259,7 @@ def main() -> int:
         "otel-bare": variant_otel_bare(),
         "ours (spans discarded)": variant_ours(folder, capture=False, store=False),
         "ours": variant_ours(folder, capture=False),
+        "ours, SDK-aggregated histograms": variant_ours(folder, capture=False, aggregate=False),
         "ours+content": variant_ours(folder, capture=True),
         "langfuse": variant_langfuse(sink),
     }
@@ -264,17 +291,23 @@ def main() -> int:
         for name, values in per_call.items()
     }
     memory = sustained(folder, args.sustained, max(1, args.sustained // 20))
+    paced = sustained(folder, args.paced, max(1, args.paced // 10), rate=args.paced_rate)
+    info = started
+    info["load_average_at_end"] = os.getloadavg()
     payload = {
         "benchmark": "overhead",
-        "machine": machine(),
+        "machine": info,
         "parameters": {
             "calls_per_round": args.calls,
             "rounds": args.rounds,
             "sustained_spans": args.sustained,
+            "paced_spans": args.paced,
+            "paced_rate_per_s": args.paced_rate,
         },
         "per_call": rows,
         "langfuse_sink_bytes": sink.received_bytes,
         "sustained_memory": memory,
+        "paced_memory": paced,
         "goal_added_us": 50,
     }
     path = write_result("overhead", payload)

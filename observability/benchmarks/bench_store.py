@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import sys
@@ -154,6 +155,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--exporter-traces", type=int, default=5000)
     args = parser.parse_args()
+    started = machine()  # the load average before this benchmark adds its own
     folder = Path(tempfile.mkdtemp(prefix="gf-obs-store-"))
 
     # 1. the exporter path with real spans
@@ -194,7 +196,7 @@ def main() -> int:
 
     payload = {
         "benchmark": "store",
-        "machine": machine(),
+        "machine": {**started, "load_average_at_end": os.getloadavg()},
         "parameters": {
             "spans": total_spans,
             "batch": BATCH,

@@ -1,4 +1,5 @@
-"""Runs every benchmarks/bench_*.py of this module in turn (each writes results/<name>.json).
+"""Runs every benchmarks/bench_*.py of this module in turn (each writes results/<name>.json),
+then regenerates the README's Benchmarks section from the results (benchmarks/report.py).
 
 Usage: python benchmarks/run.py [NAME ...]   (NAME = bench file stem without "bench_")
 Extra arguments for one benchmark: GF_BENCH_ARGS_<NAME>="--spans 200000" (e.g. _STORE).
@@ -31,7 +32,10 @@ def main() -> int:
         if result.returncode != 0:
             print(f"{script.name} failed with exit code {result.returncode}", file=sys.stderr)
             return result.returncode
-    return 0
+    # The README's Benchmarks section is always regenerated from the JSON results.
+    return subprocess.run(
+        [sys.executable, str(here / "report.py")], env=env, check=False
+    ).returncode
 
 
 if __name__ == "__main__":

@@ -334,6 +334,8 @@ METRICS: dict[str, tuple[str, str, list[float] | None, set[str], set[str]]] = {
         {"gen_ai.request.model"},
         {"gen_ai.request.model", "gf.team_id"},
     ),
+    # Only with the in-process histogram aggregation (setup_telemetry's default).
+    "gf.metrics.aggregated": ("counter", "{measurement}", None, set(), set()),
 }
 
 

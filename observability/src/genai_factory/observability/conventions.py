@@ -108,6 +108,7 @@ M_CACHE_MISSES: Final = "gf.cache.misses"
 M_GUARD_VERDICTS: Final = "gf.guard.verdicts"
 M_ERRORS: Final = "gf.errors"
 M_SPEND: Final = "gf.spend"
+M_AGGREGATED: Final = "gf.metrics.aggregated"
 
 # Bucket boundaries the conventions say these histograms SHOULD use.
 TOKEN_BUCKETS: Final[tuple[float, ...]] = tuple(float(4**i) for i in range(14))

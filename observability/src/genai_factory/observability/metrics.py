@@ -21,14 +21,15 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
 from opentelemetry import metrics as otel_metrics
-from opentelemetry.metrics import Counter, Histogram, MeterProvider
+from opentelemetry.metrics import Counter, Histogram, MeterProvider, Observation
 from opentelemetry.util.types import AttributeValue
 
 from genai_factory.observability import conventions as sc
+from genai_factory.observability.histograms import AggregatedHistogram, HistogramAggregator
 
 __all__ = ["DeferredRecorder", "GenAIMetrics", "MetricAttributes", "Role"]
 
@@ -98,6 +99,9 @@ class GenAIMetrics:
     Args:
         meter_provider: where the instruments live; the global provider when None.
         defer: record through a :class:`DeferredRecorder` (off the request path).
+        aggregator: when set, the GenAI histograms are aggregated there (one lock per call,
+            no per-measurement SDK work) instead of in the SDK; the readers must then merge its
+            output (:meth:`HistogramAggregator.merge_into`), as ``setup_telemetry`` arranges.
         role: ``client`` records the client-side GenAI histograms (operation duration, time to
             first chunk, time per output chunk, token usage); ``server`` records the model-server
             ones (request duration, time to first token, time per output token).
@@ -108,54 +112,78 @@ class GenAIMetrics:
         meter_provider: MeterProvider | None = None,
         role: Role = "client",
         defer: bool = False,
+        aggregator: HistogramAggregator | None = None,
     ) -> None:
         self.role = role
         self.defer = defer
+        self.aggregator = aggregator
         self._recorder = DeferredRecorder() if defer else None
         meter = (meter_provider or otel_metrics.get_meter_provider()).get_meter(_SCOPE)
-        self.token_usage = meter.create_histogram(
+        # id(SDK instrument) -> its aggregated twin, for record() to dispatch on.
+        self._aggregated: dict[int, AggregatedHistogram] = {}
+
+        def histogram(name: str, unit: str, description: str, bounds: Sequence[float]) -> Histogram:
+            instrument = meter.create_histogram(
+                name,
+                unit=unit,
+                description=description,
+                explicit_bucket_boundaries_advisory=bounds,
+            )
+            if aggregator is not None:
+                self._aggregated[id(instrument)] = aggregator.histogram(
+                    name, unit=unit, description=description, boundaries=bounds
+                )
+            return instrument
+
+        self.token_usage = histogram(
             sc.M_TOKEN_USAGE,
-            unit="{token}",
-            description="Number of input and output tokens used.",
-            explicit_bucket_boundaries_advisory=sc.TOKEN_BUCKETS,
+            "{token}",
+            "Number of input and output tokens used.",
+            sc.TOKEN_BUCKETS,
         )
         if role == "client":
-            self.operation_duration = meter.create_histogram(
-                sc.M_OPERATION_DURATION,
-                unit="s",
-                description="GenAI operation duration.",
-                explicit_bucket_boundaries_advisory=sc.DURATION_BUCKETS_S,
+            self.operation_duration = histogram(
+                sc.M_OPERATION_DURATION, "s", "GenAI operation duration.", sc.DURATION_BUCKETS_S
             )
-            self.time_to_first = meter.create_histogram(
+            self.time_to_first = histogram(
                 sc.M_TIME_TO_FIRST_CHUNK,
-                unit="s",
-                description="Time to receive the first chunk of a streamed response.",
-                explicit_bucket_boundaries_advisory=sc.DURATION_BUCKETS_S,
+                "s",
+                "Time to receive the first chunk of a streamed response.",
+                sc.DURATION_BUCKETS_S,
             )
-            self.time_per_output = meter.create_histogram(
+            self.time_per_output = histogram(
                 sc.M_TIME_PER_OUTPUT_CHUNK,
-                unit="s",
-                description="Time between consecutive chunks after the first one.",
-                explicit_bucket_boundaries_advisory=sc.DURATION_BUCKETS_S,
+                "s",
+                "Time between consecutive chunks after the first one.",
+                sc.DURATION_BUCKETS_S,
             )
         else:
-            self.operation_duration = meter.create_histogram(
+            self.operation_duration = histogram(
                 sc.M_SERVER_REQUEST_DURATION,
-                unit="s",
-                description="Generative AI server request duration.",
-                explicit_bucket_boundaries_advisory=sc.DURATION_BUCKETS_S,
+                "s",
+                "Generative AI server request duration.",
+                sc.DURATION_BUCKETS_S,
             )
-            self.time_to_first = meter.create_histogram(
+            self.time_to_first = histogram(
                 sc.M_SERVER_TTFT,
-                unit="s",
-                description="Time to generate first token for successful responses.",
-                explicit_bucket_boundaries_advisory=sc.SERVER_TTFT_BUCKETS_S,
+                "s",
+                "Time to generate first token for successful responses.",
+                sc.SERVER_TTFT_BUCKETS_S,
             )
-            self.time_per_output = meter.create_histogram(
+            self.time_per_output = histogram(
                 sc.M_SERVER_TPOT,
-                unit="s",
-                description="Time per output token generated after the first token.",
-                explicit_bucket_boundaries_advisory=sc.SERVER_TPOT_BUCKETS_S,
+                "s",
+                "Time per output token generated after the first token.",
+                sc.SERVER_TPOT_BUCKETS_S,
+            )
+        if aggregator is not None:
+            # Also keeps every collection non-empty: the SDK skips exporting an empty one, which
+            # would skip the aggregated histograms merged into it.
+            meter.create_observable_counter(
+                sc.M_AGGREGATED,
+                callbacks=[lambda _: [Observation(aggregator.measurements)]],
+                unit="{measurement}",
+                description="Measurements recorded by the in-process histogram aggregation.",
             )
         self.cache_hits = meter.create_counter(
             sc.M_CACHE_HITS, unit="{hit}", description="Response cache hits."
@@ -174,7 +202,7 @@ class GenAIMetrics:
         )
 
     def to_params(self) -> dict[str, object]:
-        return {"role": self.role, "defer": self.defer}
+        return {"role": self.role, "defer": self.defer, "aggregate": self.aggregator is not None}
 
     @property
     def recorded_inline(self) -> int:
@@ -182,10 +210,24 @@ class GenAIMetrics:
         return self._recorder.inline if self._recorder else 0
 
     def record(self, histogram: Histogram, value: float, attributes: MetricAttributes) -> None:
-        if self._recorder is None:
+        aggregated = self._aggregated.get(id(histogram))
+        if aggregated is not None:
+            aggregated.record(value, attributes)
+        elif self._recorder is None:
             histogram.record(value, attributes)
         else:
             self._recorder.submit(histogram.record, value, attributes)
+
+    def record_many(self, records: Iterable[tuple[Histogram, float, MetricAttributes]]) -> None:
+        """Record several histogram values (one lock acquisition when aggregating)."""
+        if self.aggregator is None:
+            for histogram, value, attributes in records:
+                self.record(histogram, value, attributes)
+            return
+        self.aggregator.record_many(
+            (self._aggregated[id(histogram)], value, attributes)
+            for histogram, value, attributes in records
+        )
 
     def add(self, counter: Counter, value: float, attributes: MetricAttributes) -> None:
         if self._recorder is None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from opentelemetry.sdk.metrics.export import (
@@ -111,7 +111,13 @@ class PrometheusBridge(MetricReader):
         self.registry = registry or CollectorRegistry(auto_describe=False)
         self._data: MetricsData | None = None
         self._lock = threading.Lock()
+        # Metrics aggregated outside the SDK, merged into each collection (see histograms.py).
+        self._producers: list[Callable[[MetricsData | None], MetricsData]] = []
         self.registry.register(_Collector(self))
+
+    def add_producer(self, merge: Callable[[MetricsData | None], MetricsData]) -> None:
+        """Merge more metrics into every scrape, e.g. ``HistogramAggregator.merge_into``."""
+        self._producers.append(merge)
 
     def _receive_metrics(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
@@ -126,6 +132,8 @@ class PrometheusBridge(MetricReader):
         with self._lock:
             self.collect(timeout_millis=timeout_millis)
             data = self._data
+            for merge in self._producers:
+                data = merge(data)
         return self._families(data)
 
     def exposition(self) -> bytes:

@@ -36,18 +36,24 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
+    MetricExporter,
     MetricReader,
     PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, ParentBasedTraceIdRatio
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from genai_factory.observability.alerts import AlertNotifier, AlertRule
 from genai_factory.observability.cost import CostTracker
 from genai_factory.observability.exporters import SQLiteSpanExporter
+from genai_factory.observability.histograms import (
+    HistogramAggregator,
+    MergingMetricExporter,
+    cumulative,
+)
 from genai_factory.observability.metrics import Role
 from genai_factory.observability.pricing import ModelPrice, PriceTable
 from genai_factory.observability.prometheus import PrometheusBridge
@@ -65,6 +71,8 @@ __all__ = [
 ]
 
 _log = logging.getLogger("genai_factory.observability.setup")
+
+_SCOPE = "genai_factory.observability"  # the instrumentation scope GenAIMetrics reports under
 
 SpanExporterName = Literal["sqlite", "otlp", "console"]
 MetricExporterName = Literal["prometheus", "otlp", "console"]
@@ -106,6 +114,9 @@ class TelemetryConfig(BaseModel):
     capture_content: bool = False
     # Record metrics on a background thread (bounded queue): the request path only appends.
     defer_metrics: bool = True
+    # Aggregate the GenAI histograms in-process and merge them into each collection: the SDK's
+    # per-measurement work costs more than the span itself (see histograms.py).
+    aggregate_histograms: bool = True
     max_content_chars: int = Field(default=16_384, ge=0)
     prices: PriceConfig = Field(default_factory=PriceConfig)
     install_global: bool = False
@@ -196,9 +207,13 @@ def setup_telemetry(
     """Build providers, exporters and the GenAI instrumentation from ``config``."""
     config = config or TelemetryConfig()
     resource = Resource.create({"service.name": config.service_name})
-    tracer_provider = TracerProvider(
-        resource=resource, sampler=ParentBasedTraceIdRatio(config.sample_ratio)
+    # At ratio 1 the ratio sampler keeps everything anyway; ALWAYS_ON decides that cheaper.
+    sampler = (
+        ParentBased(ALWAYS_ON)
+        if config.sample_ratio >= 1.0
+        else ParentBasedTraceIdRatio(config.sample_ratio)
     )
+    tracer_provider = TracerProvider(resource=resource, sampler=sampler)
     store = (
         TelemetryStore(config.sqlite_path, retention_s=config.retention_s)
         if "sqlite" in config.span_exporters
@@ -224,26 +239,41 @@ def setup_telemetry(
     readers: list[MetricReader] = list(extra_metric_readers or [])
     prometheus: PrometheusBridge | None = None
     interval_ms = config.metric_interval_s * 1000
+    metric_exporters: list[MetricExporter] = []
     for metric_name in dict.fromkeys(config.metric_exporters):
         if metric_name == "prometheus":
             prometheus = PrometheusBridge()
-            readers.append(prometheus)
         elif metric_name == "otlp":
-            readers.append(
-                PeriodicExportingMetricReader(
-                    OTLPMetricExporter(
-                        endpoint=config.otlp_endpoint.rstrip("/") + "/v1/metrics",
-                        headers=_otlp_headers(config),
-                    ),
-                    export_interval_millis=interval_ms,
+            metric_exporters.append(
+                OTLPMetricExporter(
+                    endpoint=config.otlp_endpoint.rstrip("/") + "/v1/metrics",
+                    headers=_otlp_headers(config),
                 )
             )
         else:
-            readers.append(
-                PeriodicExportingMetricReader(
-                    ConsoleMetricExporter(out=sys.stdout), export_interval_millis=interval_ms
-                )
+            metric_exporters.append(ConsoleMetricExporter(out=sys.stdout))
+    # Only readers we build can merge the aggregated histograms, and only cumulative ones:
+    # otherwise the SDK aggregates them as usual.
+    aggregator = (
+        HistogramAggregator(_SCOPE, resource)
+        if config.aggregate_histograms
+        and not extra_metric_readers
+        and all(cumulative(each) for each in metric_exporters)
+        else None
+    )
+    if prometheus is not None:
+        if aggregator is not None:
+            prometheus.add_producer(aggregator.merge_into)
+        readers.append(prometheus)
+    for metric_exporter in metric_exporters:
+        readers.append(
+            PeriodicExportingMetricReader(
+                MergingMetricExporter(metric_exporter, aggregator)
+                if aggregator
+                else metric_exporter,
+                export_interval_millis=interval_ms,
             )
+        )
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
     prices = config.prices.load()
     genai = GenAITelemetry(
@@ -258,6 +288,7 @@ def setup_telemetry(
         role=config.role,
         price_table=prices,
         defer_metrics=config.defer_metrics,
+        histogram_aggregator=aggregator,
     )
     if config.install_global:
         trace.set_tracer_provider(tracer_provider)

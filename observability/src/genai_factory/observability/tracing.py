@@ -45,11 +45,12 @@ from typing import Any, Self
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.metrics import MeterProvider
+from opentelemetry.metrics import Histogram, MeterProvider
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.util.types import AttributeValue
 
 from genai_factory.observability import conventions as sc
+from genai_factory.observability.histograms import HistogramAggregator
 from genai_factory.observability.metrics import GenAIMetrics, MetricAttributes, Role
 from genai_factory.observability.pricing import PriceTable
 from genai_factory.observability.redaction import ContentRedactor, Redactor
@@ -82,6 +83,8 @@ __all__ = [
 ]
 
 _SCOPE = "genai_factory.observability"
+
+_Record = tuple[Histogram, float, MetricAttributes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,8 +189,14 @@ class _Handle:
     def set_attribute(self, key: str, value: AttributeValue) -> None:
         self.span.set_attribute(key, value)
 
-    def _finish_span(self, error: BaseException | None) -> float:
-        """End the span (marking errors) and return the elapsed seconds."""
+    def _finish_span(
+        self, error: BaseException | None, records: list[_Record] | None = None
+    ) -> float:
+        """End the span (marking errors) and return the elapsed seconds.
+
+        The duration goes to ``records`` when given (recorded with the call's other values in
+        one step), else it is recorded here.
+        """
         elapsed = time.perf_counter() - self._start
         attributes = self._metric_attributes
         if error is not None:
@@ -213,7 +222,10 @@ class _Handle:
         # A model server's request-duration metric needs a provider; local tool steps have none.
         if self._telemetry.role == "client" or sc.PROVIDER_NAME in attributes:
             metrics = self._telemetry.metrics
-            metrics.record(metrics.operation_duration, elapsed, attributes)
+            if records is None:
+                metrics.record(metrics.operation_duration, elapsed, attributes)
+            else:
+                records.append((metrics.operation_duration, elapsed, attributes))
         return elapsed
 
     def finish(self, error: BaseException | None = None) -> None:
@@ -346,9 +358,12 @@ class ModelCall(_Handle):
 
     def finish(self, error: BaseException | None = None) -> None:
         telemetry = self._telemetry
-        # A copy: metrics may be recorded later by the deferred recorder.
-        attributes = dict(self._metric_attributes)
-        self._metric_attributes = attributes
+        metrics = telemetry.metrics
+        attributes = self._metric_attributes
+        if metrics.aggregator is None:
+            # A copy: chunk gaps already queued by the deferred recorder share the dict.
+            attributes = dict(attributes)
+            self._metric_attributes = attributes
         done: dict[str, AttributeValue] = {}
         if self.response_model:
             attributes[sc.RESPONSE_MODEL] = done[sc.RESPONSE_MODEL] = self.response_model
@@ -372,25 +387,28 @@ class ModelCall(_Handle):
         if cost is not None:
             done[sc.GF_COST_USD] = cost
         self.span.set_attributes(done)  # one lock round-trip instead of one per attribute
-        elapsed = self._finish_span(error)
-        metrics = telemetry.metrics
+        records: list[_Record] = []
+        elapsed = self._finish_span(error, records)
         if self.input_tokens is not None and telemetry.role == "client":
-            metrics.record(
-                metrics.token_usage, self.input_tokens, {**attributes, sc.TOKEN_TYPE: "input"}
+            records.append(
+                (metrics.token_usage, self.input_tokens, {**attributes, sc.TOKEN_TYPE: "input"})
             )
-            metrics.record(
-                metrics.token_usage,
-                self.output_tokens or 0,
-                {**attributes, sc.TOKEN_TYPE: "output"},
+            records.append(
+                (
+                    metrics.token_usage,
+                    self.output_tokens or 0,
+                    {**attributes, sc.TOKEN_TYPE: "output"},
+                )
             )
         if ttft is not None:
             if telemetry.role == "client":
-                metrics.record(metrics.time_to_first, ttft, attributes)
+                records.append((metrics.time_to_first, ttft, attributes))
             elif error is None:
-                metrics.record(metrics.time_to_first, ttft, attributes)
+                records.append((metrics.time_to_first, ttft, attributes))
                 if self.output_tokens and self.output_tokens > 1:
                     per_token = (elapsed - ttft) / (self.output_tokens - 1)
-                    metrics.record(metrics.time_per_output, per_token, attributes)
+                    records.append((metrics.time_per_output, per_token, attributes))
+        metrics.record_many(records)  # the call's histograms in one step
 
     def _cost_float(self) -> float | None:
         # The hot path prices in floats; CostRecords (the ledger) use exact Decimals.
@@ -499,6 +517,8 @@ class GenAITelemetry:
         server_address / server_port: the upstream's address, added to spans and metrics.
         defer_metrics: record metrics on a background thread (bounded queue) instead of in the
             request path; ``metrics.flush()`` drains it.
+        histogram_aggregator: aggregate the GenAI histograms in-process (see
+            :mod:`~genai_factory.observability.histograms`); the metric readers must merge it.
     """
 
     def __init__(
@@ -514,6 +534,7 @@ class GenAITelemetry:
         server_address: str | None = None,
         server_port: int | None = None,
         defer_metrics: bool = False,
+        histogram_aggregator: HistogramAggregator | None = None,
     ) -> None:
         self.provider_name = provider_name
         self.capture_content = capture_content
@@ -525,7 +546,9 @@ class GenAITelemetry:
         self.server_port = server_port
         self._tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(_SCOPE)
         self.defer_metrics = defer_metrics
-        self.metrics = GenAIMetrics(meter_provider, role, defer=defer_metrics)
+        self.metrics = GenAIMetrics(
+            meter_provider, role, defer=defer_metrics, aggregator=histogram_aggregator
+        )
         self._chat_kind = SpanKind.CLIENT if role == "client" else SpanKind.SERVER
 
     def to_params(self) -> dict[str, Any]:
