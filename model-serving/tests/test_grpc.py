@@ -130,17 +130,18 @@ async def test_cancelling_a_stream_stops_llama_cpp_early(
     grpc_stub: tuple[Any, ServerParts], smollm2: LlamaCppChatModel
 ) -> None:
     stub, parts = grpc_stub
-    probe = await stub.Generate(request("Tell a long story.", max_tokens=1))
+    await stub.Generate(request("Tell a long story.", max_tokens=1))
+    before = smollm2.stats()["tokens_generated_total"]
     call = stub.GenerateStream(request("Tell a long story.", max_tokens=64))
     for _ in range(3):
         await call.read()
     call.cancel()
-    for _ in range(500):
-        if parts.manager.states()[0].running == 0:
+    for _ in range(2000):
+        if parts.manager.states()[0].running == 0 and smollm2.stats()["batch_size"] == 0:
             break
         await asyncio.sleep(0.01)
-    generated = smollm2.stats()["context_tokens_used"] - probe.usage.prompt_tokens
-    assert 1 <= generated < 32
+    generated = smollm2.stats()["tokens_generated_total"] - before
+    assert 1 <= generated < 40  # a few tokens, not the 64 the request allowed
 
 
 def test_http_statuses_map_to_grpc_codes() -> None:

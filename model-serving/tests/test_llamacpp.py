@@ -121,7 +121,10 @@ def test_builds_from_config_and_dumps_back() -> None:
     assert build_component(dump_component(model), ChatModel).to_params() == model.to_params()
 
 
-@pytest.mark.parametrize("params", [{"context_window": 10}, {"default_max_tokens": 0}])
+@pytest.mark.parametrize(
+    "params",
+    [{"context_window": 10}, {"default_max_tokens": 0}, {"parallel": 0}, {"parallel": 1000}],
+)
 def test_bad_engine_params_are_rejected(params: dict[str, int]) -> None:
     with pytest.raises(ValueError, match="at least"):
         LlamaCppChatModel("smollm2", **params)
@@ -165,28 +168,45 @@ async def test_stream_usage_matches_the_answers_usage(smollm2: LlamaCppChatModel
     assert all(chunk.usage is None for chunk in plain)
 
 
-async def test_cancelling_an_answer_keeps_the_model_consistent(
-    smollm2: LlamaCppChatModel,
-) -> None:
-    task = asyncio.create_task(smollm2.complete(_request("Tell a long story.", max_tokens=12)))
-    await asyncio.sleep(0.05)
+async def test_cancelling_an_answer_stops_generation_at_once(smollm2: LlamaCppChatModel) -> None:
+    await smollm2.complete(_request("Say hi.", max_tokens=1))  # loaded, worker running
+    before = smollm2.stats()["tokens_generated_total"]
+    task = asyncio.create_task(smollm2.complete(_request("Tell a long story.", max_tokens=400)))
+    # wait until it is generating, then give up on it
+    for _ in range(2000):
+        if smollm2.stats()["tokens_generated_total"] >= before + 3:
+            break
+        await asyncio.sleep(0.005)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    # the cancelled answer held its turn until llama.cpp was done: the next one is whole
-    answer = await smollm2.complete(_request("Say hi.", max_tokens=3))
+    for _ in range(2000):
+        if smollm2.stats()["batch_size"] == 0:
+            break
+        await asyncio.sleep(0.005)
+    assert smollm2.stats()["batch_size"] == 0
+    stopped_at = smollm2.stats()["tokens_generated_total"]
+    # a few tokens, not the 400 it was allowed, and none after the cancel took effect
+    assert before + 3 <= stopped_at < before + 200
+    await asyncio.sleep(0.2)
+    assert smollm2.stats()["tokens_generated_total"] == stopped_at
+    answer = await asyncio.wait_for(smollm2.complete(_request("Say hi.", max_tokens=3)), 30)
     assert answer.usage is not None and 0 < answer.usage.completion_tokens <= 3
 
 
 def test_load_close_memory_and_stats() -> None:
-    model = LlamaCppChatModel("smollm2", context_window=256, threads=1)
+    model = LlamaCppChatModel("smollm2", context_window=256, threads=1, parallel=2)
     weights = model.memory_bytes()
     assert weights == model._path.stat().st_size and not model.loaded
-    assert model.stats() == {"batch_size": 0.0, "context_tokens_used": 0.0}
+    idle = model.stats()
+    assert idle["batch_size"] == 0.0 and idle["tokens_generated_total"] == 0.0
+    assert idle["slots"] == 2.0 and idle["kv_tokens_total"] == 512.0
     model.load()
     assert model.loaded
-    # loaded, it adds its KV cache: 30 layers x 256 tokens x 192 values x 2 (K, V) x 2 bytes
-    assert model.memory_bytes() == weights + 30 * 256 * 192 * 2 * 2
+    # loaded, it adds its KV cache: 30 layers x 2 slots x 256 tokens x 192 values x 2 (K, V)
+    # x 2 bytes
+    assert model.memory_bytes() == weights + 30 * 2 * 256 * 192 * 2 * 2
+    assert model.stats()["slots"] == 2.0
     model.close()
-    assert not model.loaded and model.stats()["context_tokens_used"] == 0.0
+    assert not model.loaded and model.stats()["tokens_generated_total"] == 0.0
     model.close()  # twice is fine

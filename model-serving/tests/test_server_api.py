@@ -248,7 +248,7 @@ async def test_metrics_after_traffic(client: httpx.AsyncClient) -> None:
     assert 'gf_serving_requests_total{endpoint="chat",model="unknown",status="404"} 1.0' in text
     assert 'gf_serving_time_to_first_token_seconds_count{model="smollm2"} 1.0' in text
     assert 'gf_serving_model_loaded{model="smollm2"} 1.0' in text
-    assert 'gf_serving_engine_stat{model="smollm2",stat="context_tokens_used"}' in text
+    assert 'gf_serving_engine_stat{model="smollm2",stat="tokens_generated_total"}' in text
 
 
 # ---------------------------------------------------------------------------------------------

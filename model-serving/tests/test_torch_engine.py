@@ -283,17 +283,26 @@ async def test_a_failed_step_ends_its_requests_and_the_engine_goes_on(
 def test_config_round_trips_through_the_component_factory() -> None:
     spec = {
         "type": "genai_factory.serving.torch_engine:TorchChatModel",
-        "params": {"model": "smollm2", "max_batch_size": 4, "speculative": "ngram"},
+        "params": {
+            "model": "smollm2",
+            "max_batch_size": 4,
+            "speculative": "ngram",
+            "adaptive_speculation": True,
+            "speculative_max_batch_size": 2,
+        },
     }
     chat = build_component(spec)  # builds without loading: the model loads on first use
     assert isinstance(chat, TorchChatModel)
     params = dump_component(chat)["params"]
     assert params["max_batch_size"] == 4 and params["speculative"] == "ngram"
+    assert params["adaptive_speculation"] is True and params["speculative_max_batch_size"] == 2
     assert build_component({"type": spec["type"], "params": params}).to_params() == params
     with pytest.raises(ConfigError):
         TorchEngine(quantization="int3")
     with pytest.raises(ConfigError):
         TorchEngine(speculative="guess")
+    with pytest.raises(ConfigError):
+        TorchEngine(speculative="ngram", speculative_max_batch_size=0)
     with pytest.raises(ConfigError):
         TorchEngine(block_size=0)
     with pytest.raises(ValueError, match="default_max_tokens"):

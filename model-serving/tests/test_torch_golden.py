@@ -14,6 +14,7 @@ import torch
 
 from genai_factory.serving.torch_engine.model import PagedLlama
 from genai_factory.serving.torch_engine.sampling import SamplingParams, TokenLogprob
+from genai_factory.serving.torch_engine.speculative import SpeculativeConfig
 
 from .torch_fixtures import (
     SYSTEM_PROMPT,
@@ -39,6 +40,10 @@ QUESTIONS = {
     "long": "Explain in simple words, for a ten year old child who likes football and "
     "drawing, why the sky looks blue during the day but red at sunset.",
 }
+QUOTE = (
+    "Repeat this sentence exactly: The old lighthouse keeper climbed the narrow stairs every "
+    "evening to light the lamp for the fishing boats."
+)
 
 
 def _assert_matches_transformers(
@@ -116,3 +121,30 @@ def test_a_shared_prefix_is_served_from_cache_with_identical_output(
         new_core(smol_paged, enable_prefix_caching=False), {"second": second}, GREEDY
     )
     assert cold_cached["second"] == 0 and cold_tokens == tokens
+
+
+@pytest.mark.parametrize(
+    "speculative",
+    [
+        SpeculativeConfig("ngram", num_tokens=4),
+        SpeculativeConfig("ngram", num_tokens=4, adaptive=True),
+        SpeculativeConfig("draft", num_tokens=2, draft_layers=26),
+    ],
+    ids=["prompt-lookup", "prompt-lookup-adaptive", "draft-model"],
+)
+def test_speculative_decoding_under_continuous_batching_matches_transformers(
+    smol_tokenizer: Any,
+    smol_paged: PagedLlama,
+    prompts: dict[str, tuple[int, ...]],
+    speculative: SpeculativeConfig,
+) -> None:
+    batch = dict(prompts) | {"quote": chat_ids(smol_tokenizer, QUOTE)}
+    core = new_core(smol_paged, enable_prefix_caching=True, speculative=speculative)
+    # drafts of several requests are verified in the same steps as others' prompts and decodes
+    arrivals = {"quote": 0, "short": 0, "capital": 1, "haiku": 2, "long": 4}
+    tokens, logprobs, _ = run_core(core, batch, GREEDY, arrivals)
+    for name, prompt in batch.items():
+        _assert_matches_transformers(prompt, tokens[name], logprobs[name])
+    assert core.stats.max_running >= 3  # they really shared steps
+    assert core.stats.accepted_draft_tokens > 0  # speculation really ran in the batch
+    assert core.blocks.num_free_blocks == core.blocks.num_blocks

@@ -11,7 +11,13 @@ from hypothesis import strategies as st
 
 from genai_factory.serving.torch_engine.model import PagedLlama
 from genai_factory.serving.torch_engine.sampling import SamplingParams, verify_draft
-from genai_factory.serving.torch_engine.speculative import NgramProposer, SpeculativeConfig
+from genai_factory.serving.torch_engine.speculative import (
+    MAX_BACKOFF_STEPS,
+    DraftLength,
+    NgramProposer,
+    SpeculativeConfig,
+    best_draft_length,
+)
 from genai_factory.shared.errors import ConfigError, ValidationError
 
 from .torch_fixtures import chat_ids, new_core, run_core, smol_paged, smol_tokenizer
@@ -48,6 +54,86 @@ def test_prompt_lookup_continues_an_earlier_occurrence_of_the_suffix(
                 follow = tokens[start + size : start + size + len(draft)]
                 matched = matched or follow == draft
     assert matched
+
+
+@pytest.mark.unit
+@settings(max_examples=300, deadline=None)
+@given(
+    acceptance=st.floats(0.0, 1.0),
+    cost=st.floats(0.0, 0.99),
+    max_tokens=st.integers(1, 8),
+)
+def test_the_best_draft_length_pays_exactly_when_acceptance_beats_the_cost(
+    acceptance: float, cost: float, max_tokens: int
+) -> None:
+    best = best_draft_length(acceptance, cost, max_tokens)
+    assert 0 <= best <= max_tokens
+
+    def rate(k: int) -> float:
+        return sum(acceptance**i for i in range(k + 1)) / (1 + k * cost)
+
+    # it is the argmax of expected tokens per unit of work (ties to the shorter draft)
+    assert all(rate(best) >= rate(k) - 1e-9 for k in range(max_tokens + 1))
+    # a draft token pays for itself only if it is accepted more often than it costs
+    if acceptance <= cost - 1e-9:
+        assert best == 0
+    if acceptance > cost + 1e-6:
+        assert best >= 1
+    # more acceptance never asks for a shorter draft, more cost never for a longer one
+    assert best_draft_length(min(1.0, acceptance + 0.1), cost, max_tokens) >= best
+    assert best_draft_length(acceptance, min(0.99, cost + 0.1), max_tokens) <= best
+
+
+@pytest.mark.unit
+@settings(max_examples=200, deadline=None)
+@given(
+    outcomes=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=60),
+    cost=st.floats(0.0, 0.99),
+    max_tokens=st.integers(1, 6),
+    limit=st.integers(0, 8),
+)
+def test_the_adaptive_draft_length_stays_within_its_limits(
+    outcomes: list[float], cost: float, max_tokens: int, limit: int
+) -> None:
+    control = DraftLength(max_tokens, cost)
+    for share in outcomes:
+        length = control.next_length(limit)
+        assert 0 <= length <= min(max_tokens, limit)
+        control.update(length, round(share * length))
+        assert 0.0 <= control.acceptance <= 1.0
+        assert 1 <= control.backoff <= MAX_BACKOFF_STEPS
+
+
+@pytest.mark.unit
+def test_a_drafter_that_never_hits_is_switched_off_and_only_probed_rarely() -> None:
+    control = DraftLength(max_tokens=4, cost_per_token=0.1)
+    drafted = []
+    for _ in range(400):
+        length = control.next_length(4)
+        drafted.append(length)
+        control.update(length, 0)
+    # after a short start, drafts are single-token probes at growing intervals
+    late = drafted[100:]
+    assert max(late) <= 1
+    assert sum(late) <= len(late) // MAX_BACKOFF_STEPS + 1
+    # a drafter that always hits keeps the longest draft
+    control = DraftLength(max_tokens=4, cost_per_token=0.1)
+    lengths = []
+    for _ in range(20):
+        length = control.next_length(4)
+        lengths.append(length)
+        control.update(length, length)
+    assert lengths[-10:] == [4] * 10
+    # and one that starts to hit after a long miss streak recovers through the probes
+    control = DraftLength(max_tokens=4, cost_per_token=0.1)
+    for _ in range(100):
+        control.update(control.next_length(4), 0)
+    recovered = []
+    for _ in range(3 * MAX_BACKOFF_STEPS):
+        length = control.next_length(4)
+        recovered.append(length)
+        control.update(length, length)
+    assert recovered[-1] == 4
 
 
 @pytest.mark.unit
@@ -91,6 +177,12 @@ def test_bad_speculative_settings_are_config_errors(smol_paged: PagedLlama) -> N
         SpeculativeConfig("ngram", min_ngram=3, max_ngram=2)
     with pytest.raises(ConfigError):
         SpeculativeConfig("draft", draft_layers=0)
+    with pytest.raises(ConfigError):
+        SpeculativeConfig("ngram", verify_cost=1.0)
+    with pytest.raises(ConfigError):
+        SpeculativeConfig("ngram", max_batch_size=0)
+    assert SpeculativeConfig("ngram").draft_cost(30) == 0.0
+    assert SpeculativeConfig("draft", draft_layers=15).draft_cost(30) == 0.5
     with pytest.raises(ValidationError):
         new_core(smol_paged, speculative=SpeculativeConfig("draft", draft_layers=30))
 
@@ -147,3 +239,45 @@ def test_speculative_sampling_repeats_with_a_seed(
             runs.append(tokens["quote"])
     assert runs[0] == runs[1] and runs[2] == runs[3]
     assert all(len(run) == 6 or run[-1] == 2 for run in runs)
+
+
+@pytest.mark.integration
+def test_adaptive_prompt_lookup_gives_the_same_greedy_output(
+    smol_paged: PagedLlama, smol_tokenizer: Any, plain_output: dict[str, list[int]]
+) -> None:
+    prompts = {"quote": chat_ids(smol_tokenizer, QUOTE)}
+    speculative = SpeculativeConfig("ngram", num_tokens=4, adaptive=True)
+    core = new_core(smol_paged, speculative=speculative)
+    tokens, _, _ = run_core(core, prompts, SamplingParams(temperature=0.0, max_tokens=16))
+    assert tokens == plain_output
+    assert core.stats.accepted_draft_tokens > 0
+    assert core.blocks.num_free_blocks == core.blocks.num_blocks
+
+
+@pytest.mark.integration
+def test_speculation_is_off_while_more_requests_run_than_its_batch_limit(
+    smol_paged: PagedLlama, smol_tokenizer: Any
+) -> None:
+    quote = chat_ids(smol_tokenizer, QUOTE)
+    params = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
+    speculative = SpeculativeConfig("ngram", num_tokens=4, max_batch_size=1)
+    core = new_core(smol_paged, speculative=speculative)
+    run_core(core, {"a": quote, "b": quote}, params)  # both run to the end together
+    assert core.stats.max_running == 2 and core.stats.draft_tokens == 0
+    alone = new_core(smol_paged, speculative=speculative)
+    run_core(alone, {"a": quote}, params)
+    assert alone.stats.draft_tokens > 0
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_an_adaptive_draft_model_that_does_not_pay_stops_drafting(
+    smol_paged: PagedLlama, smol_tokenizer: Any, plain_output: dict[str, list[int]]
+) -> None:
+    prompts = {"quote": chat_ids(smol_tokenizer, QUOTE)}
+    # 26 of 30 layers: a draft token costs 0.87 of a step, more than its acceptance pays back
+    speculative = SpeculativeConfig("draft", num_tokens=2, draft_layers=26, adaptive=True)
+    core = new_core(smol_paged, speculative=speculative)
+    tokens, _, _ = run_core(core, prompts, SamplingParams(temperature=0.0, max_tokens=16))
+    assert tokens == plain_output
+    assert 0 < core.stats.draft_tokens <= len(tokens["quote"]) // 3  # a few probes only

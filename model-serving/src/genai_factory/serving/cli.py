@@ -69,7 +69,7 @@ def chat_command(
             "temperature": temperature,
         },
     )
-    engine = LlamaCppChatModel(model)
+    engine = LlamaCppChatModel(model, parallel=1)  # one question: one slot
 
     async def run() -> None:
         if stream:
@@ -90,13 +90,17 @@ ENGINES = ("llamacpp", "torch")
 
 
 def server_config_for(
-    model: str | None, engine: str | None, config_path: str | None
+    model: str | None,
+    engine: str | None,
+    config_path: str | None,
+    parallel: int | None = None,
 ) -> ServerConfig:
     """The server config: the file (or $GF_CONFIG) if any, with ``--model``/``--engine`` on top.
 
     Without a file: one model named ``--model`` (default smollm2) on the chosen engine,
     preloaded. With a file, ``--model`` picks which of its models is preloaded (it must be one)
-    and ``--engine`` is not allowed (the file says which engine each model uses).
+    and ``--engine``/``--parallel`` are not allowed (the file says how each model is run).
+    ``--parallel`` is the llama.cpp engine's batch slots (and the requests it takes at once).
     """
     from genai_factory.serving.server.config import (
         LLAMACPP_ENGINE,
@@ -109,9 +113,9 @@ def server_config_for(
     config = settings.serving
     from_file = config_path is not None or "models" in config.model_fields_set
     if from_file:
-        if engine is not None:
+        if engine is not None or parallel is not None:
             raise click.UsageError(
-                "--engine applies without --config; set each model's engine there"
+                "--engine and --parallel apply without --config; set each model's engine there"
             )
         if model is not None:
             names = [m.name for m in config.models]
@@ -135,7 +139,11 @@ def server_config_for(
             }
         )
     else:
-        spec = {"type": LLAMACPP_ENGINE, "params": {"model": name}}
+        params: dict[str, object] = {"model": name}
+        if parallel is not None:
+            params["parallel"] = parallel
+        spec = {"type": LLAMACPP_ENGINE, "params": params}
+        # max_concurrency follows the engine's batch slots (ModelConfig's default)
         entry = ModelConfig.model_validate(
             {"name": _served_name(name), "engine": spec, "preload": True}
         )
@@ -172,6 +180,12 @@ def _served_name(model: str) -> str:
     default=None,
     help="YAML settings with a 'serving:' section (default: $GF_CONFIG)",
 )
+@click.option(
+    "--parallel",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="llama.cpp engine: sequences batched together (default 4)",
+)
 @click.option("--log-level", default="info", show_default=True)
 def serve_command(
     model: str | None,
@@ -180,12 +194,15 @@ def serve_command(
     port: int,
     grpc_port: int | None,
     config_path: str | None,
+    parallel: int | None,
     log_level: str,
 ) -> None:
     """Serve the OpenAI-compatible API (and gRPC) until Ctrl-C or SIGTERM."""
     from genai_factory.serving.server.runner import serve
 
-    config = server_config_for(model, engine, config_path)
+    if parallel is not None and engine == "torch":
+        raise click.UsageError("--parallel applies to the llamacpp engine (torch: --config)")
+    config = server_config_for(model, engine, config_path, parallel)
     if grpc_port is not None:
         config = config.model_copy(update={"grpc_port": grpc_port})
     try:

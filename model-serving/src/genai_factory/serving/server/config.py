@@ -9,7 +9,7 @@ Example:
     >>> config.models[0].engine.type
     'genai_factory.serving.engines.llamacpp:LlamaCppChatModel'
     >>> config.models[0].max_concurrency, config.default_model
-    (1, 'smollm2')
+    (4, 'smollm2')
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from genai_factory.shared.settings import GFSettings, load_settings
 
 __all__ = [
     "LLAMACPP_ENGINE",
+    "LLAMACPP_PARALLEL",
     "MINILM_EMBEDDER",
     "TORCH_ENGINE",
     "EmbeddingModelConfig",
@@ -34,6 +35,7 @@ __all__ = [
 ]
 
 LLAMACPP_ENGINE = "genai_factory.serving.engines.llamacpp:LlamaCppChatModel"
+LLAMACPP_PARALLEL = 4  # LlamaCppChatModel's default batch slots
 TORCH_ENGINE = "genai_factory.serving.torch_engine:TorchChatModel"
 MINILM_EMBEDDER = "genai_factory.serving.embeddings:MiniLMEmbedder"
 
@@ -51,7 +53,10 @@ class ModelConfig(BaseModel):
         description="the engine component (any ChatModel)",
     )
     max_concurrency: int = Field(
-        default=1, ge=1, le=1024, description="requests the engine runs at once"
+        default=1,
+        ge=1,
+        le=1024,
+        description="requests the engine runs at once (llama.cpp: its 'parallel' by default)",
     )
     max_queue: int = Field(
         default=32, ge=0, le=100_000, description="requests that may wait; more get 429"
@@ -70,6 +75,24 @@ class ModelConfig(BaseModel):
         default=None, gt=0, description="the engine's size for the budget (default: estimated)"
     )
     preload: bool = Field(default=False, description="load at start-up instead of on first use")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _concurrency_from_engine(cls, data: Any) -> Any:
+        """Without ``max_concurrency``, a llama.cpp engine takes as many requests at once as it
+        has batch slots (its ``parallel``), so that its batches fill."""
+        if isinstance(data, dict) and data.get("max_concurrency") is None:
+            engine = data.get("engine")
+            spec: dict[str, Any] = {"type": LLAMACPP_ENGINE, "params": {}}  # the default engine
+            if isinstance(engine, ComponentSpec):
+                spec = engine.model_dump()
+            elif isinstance(engine, dict):
+                spec = engine
+            params = spec.get("params")
+            if spec.get("type") == LLAMACPP_ENGINE and isinstance(params, dict | None):
+                parallel = (params or {}).get("parallel", LLAMACPP_PARALLEL)
+                data = {**data, "max_concurrency": parallel}
+        return data
 
 
 class EmbeddingModelConfig(BaseModel):

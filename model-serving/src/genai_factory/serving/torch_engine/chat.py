@@ -92,7 +92,7 @@ class TorchChatModel:
         default_temperature: the temperature when a request sets none.
         block_size, kv_cache_mb, max_batch_size, max_batched_tokens, max_model_len,
         enable_prefix_caching, quantization, speculative, num_speculative_tokens, draft_layers,
-        threads, seed: passed to :class:`~genai_factory.serving.torch_engine.engine.TorchEngine`.
+        adaptive_speculation, speculative_max_batch_size, threads, seed: passed to :class:`~genai_factory.serving.torch_engine.engine.TorchEngine`.
     """
 
     def __init__(
@@ -110,6 +110,8 @@ class TorchChatModel:
         speculative: str | None = None,
         num_speculative_tokens: int = 4,
         draft_layers: int = 8,
+        adaptive_speculation: bool = False,
+        speculative_max_batch_size: int | None = None,
         threads: int | None = None,
         seed: int = 0,
     ) -> None:
@@ -129,6 +131,8 @@ class TorchChatModel:
             speculative=speculative,
             num_speculative_tokens=num_speculative_tokens,
             draft_layers=draft_layers,
+            adaptive_speculation=adaptive_speculation,
+            speculative_max_batch_size=speculative_max_batch_size,
             threads=threads,
             seed=seed,
         )
@@ -163,6 +167,8 @@ class TorchChatModel:
             "speculative": engine.speculative,
             "num_speculative_tokens": engine.num_speculative_tokens,
             "draft_layers": engine.draft_layers,
+            "adaptive_speculation": engine.adaptive_speculation,
+            "speculative_max_batch_size": engine.speculative_max_batch_size,
             "threads": engine.threads,
             "seed": engine.seed,
         }

@@ -37,7 +37,11 @@ from genai_factory.serving.torch_engine.sampling import (
     target_probs,
     verify_draft,
 )
-from genai_factory.serving.torch_engine.speculative import NgramProposer, SpeculativeConfig
+from genai_factory.serving.torch_engine.speculative import (
+    DraftLength,
+    NgramProposer,
+    SpeculativeConfig,
+)
 from genai_factory.shared.errors import GFError, ServiceUnavailable, ValidationError
 
 __all__ = ["EngineConfig", "EngineCore", "EngineStats", "GenerationRequest", "TokenEvent"]
@@ -124,6 +128,7 @@ class _Sequence:
     generated: int = 0
     cached_tokens: int = 0
     admitted: bool = False
+    draft_length: DraftLength | None = None
 
     @property
     def request_id(self) -> str:
@@ -210,8 +215,19 @@ class EngineCore:
             raise ValidationError(f"request id {request.request_id!r} is already running")
         seed = request.params.seed if request.params.seed is not None else self.config.seed
         generator = torch.Generator().manual_seed(seed)
+        speculative = self.config.speculative
+        draft_length = None
+        if speculative is not None and speculative.adaptive:
+            cost = speculative.draft_cost(self.model.shape.num_layers) + speculative.verify_cost
+            draft_length = DraftLength(speculative.num_tokens, cost)
         self.waiting.append(
-            _Sequence(request, list(prompt), generator, arrival=time.perf_counter())
+            _Sequence(
+                request,
+                list(prompt),
+                generator,
+                arrival=time.perf_counter(),
+                draft_length=draft_length,
+            )
         )
 
     def abort(self, request_id: str) -> TokenEvent | None:
@@ -269,15 +285,14 @@ class EngineCore:
 
     def _schedule(self, events: list[TokenEvent]) -> tuple[list[_Scheduled], list[BlockCopy]]:
         config = self.config
-        spec_tokens = config.speculative.num_tokens if config.speculative else 0
+        speculating = self._speculating()
         scheduled: list[_Scheduled] = []
         copies: list[BlockCopy] = []
         preempted = False
         for sequence in list(self.running):
             if sequence not in self.running:  # preempted while making room for an older one
                 continue
-            lookahead = min(spec_tokens, self._room(sequence) - 1)
-            lookahead = max(lookahead, 0)
+            lookahead = self._lookahead(sequence) if speculating else 0
             while not self.blocks.can_reserve(sequence.request_id, lookahead):
                 if lookahead:
                     lookahead = 0  # drop speculation before dropping requests
@@ -320,6 +335,25 @@ class EngineCore:
             budget -= new_tokens
             admitted += 1
         return scheduled, copies
+
+    def _speculating(self) -> bool:
+        """Whether this step drafts at all (off above the configured batch size)."""
+        speculative = self.config.speculative
+        if speculative is None:
+            return False
+        limit = speculative.max_batch_size
+        return limit is None or len(self.running) <= limit
+
+    def _lookahead(self, sequence: _Sequence) -> int:
+        """Draft tokens to reserve room for: fixed, or what the request's controller picks."""
+        room = self._room(sequence) - 1
+        if room <= 0:
+            return 0
+        if sequence.draft_length is not None:
+            return sequence.draft_length.next_length(room)
+        speculative = self.config.speculative
+        assert speculative is not None
+        return min(speculative.num_tokens, room)
 
     def _room(self, sequence: _Sequence) -> int:
         """Tokens the sequence may still generate."""
@@ -451,6 +485,8 @@ class EngineCore:
         if item.draft:
             kept = verify_draft(logits, item.draft, item.draft_probs, params, sequence.generator)
             self.stats.accepted_draft_tokens += len(kept) - 1
+            if sequence.draft_length is not None:
+                sequence.draft_length.update(len(item.draft), len(kept) - 1)
         else:
             kept = [choose_token(logits[-1], params, sequence.generator)]
         computed = len(sequence.tokens) + len(kept) - 1

@@ -106,6 +106,9 @@ class TorchEngine:
         speculative: ``None``, ``ngram`` (prompt lookup) or ``draft`` (self-speculative).
         num_speculative_tokens: draft tokens per step.
         draft_layers: layers of the self-speculative draft model.
+        adaptive_speculation: per request, draft only as many tokens as its acceptance rate
+            pays for, and back off to rare probes when none pays.
+        speculative_max_batch_size: draft only while at most this many requests run.
         threads: torch intra-op threads for the whole process (``None``: leave as is).
         seed: the sampling seed of requests that give none.
     """
@@ -123,6 +126,8 @@ class TorchEngine:
         speculative: str | None = None,
         num_speculative_tokens: int = 4,
         draft_layers: int = 8,
+        adaptive_speculation: bool = False,
+        speculative_max_batch_size: int | None = None,
         threads: int | None = None,
         seed: int = 0,
     ) -> None:
@@ -147,10 +152,18 @@ class TorchEngine:
         self.speculative = speculative
         self.num_speculative_tokens = num_speculative_tokens
         self.draft_layers = draft_layers
+        self.adaptive_speculation = adaptive_speculation
+        self.speculative_max_batch_size = speculative_max_batch_size
         self.threads = threads
         self.seed = seed
         self._speculative_config = (
-            SpeculativeConfig(speculative, num_speculative_tokens, draft_layers=draft_layers)  # type: ignore[arg-type]
+            SpeculativeConfig(
+                speculative,  # type: ignore[arg-type]
+                num_speculative_tokens,
+                draft_layers=draft_layers,
+                adaptive=adaptive_speculation,
+                max_batch_size=speculative_max_batch_size,
+            )
             if speculative is not None
             else None
         )
