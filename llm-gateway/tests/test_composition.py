@@ -25,7 +25,7 @@ from genai_factory.gateway.runtime import Gateway
 from genai_factory.gateway.testing import RecordingTracer, ScriptedUpstream
 from genai_factory.gateway.usage import UsageLedger
 from genai_factory.shared.contracts import Guard
-from genai_factory.shared.errors import ConfigError
+from genai_factory.shared.errors import ConfigError, GFError
 from genai_factory.shared.models import ChatCompletionRequest, Principal, Verdict
 
 from .conftest import GatewayFactory, deployment, settings_for
@@ -398,8 +398,7 @@ class PerMessageGuard:
     ("rewrite", "expected"),
     [
         ([None, "my mail is <EMAIL>", None], ["be brief", "my mail is <EMAIL>", "mail bob@x.io"]),
-        # not one entry per message, or not a list of texts: the new text of the last user turn
-        (["only one"], ["be brief", "mail ann@x.io", '["only one"]']),
+        # not a list of texts: the new text of the last user turn (the legacy form)
         ("[not json", ["be brief", "mail ann@x.io", "[not json"]),
         ("[1, 2, 3]", ["be brief", "mail ann@x.io", "[1, 2, 3]"]),
         ("plain text", ["be brief", "mail ann@x.io", "plain text"]),
@@ -422,6 +421,18 @@ async def test_input_guards_may_rewrite_each_message(
     await ScreenInput([PerMessageGuard(rewrite)])(ctx)
     assert ctx.chat is not None
     assert [m.content for m in ctx.chat.messages] == expected
+
+
+async def test_a_per_message_rewrite_of_the_wrong_length_fails_closed() -> None:
+    request = ChatCompletionRequest(
+        model="m", messages=[{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
+    )
+    ctx = RequestContext(
+        request_id="r", operation="chat", route=RouteRequest(model="m"), chat=request
+    )
+    with pytest.raises(GFError, match="1 per-message redactions for 2 messages") as raised:
+        await ScreenInput([PerMessageGuard(["only one"])])(ctx)
+    assert raised.value.code == "guard_error" and ctx.chat is request
 
 
 async def test_spend_goes_to_every_configured_ledger_and_the_usage_counters(

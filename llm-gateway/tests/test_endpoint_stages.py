@@ -232,6 +232,28 @@ async def test_the_legacy_redaction_form_still_rewrites_the_last_prompt(
     )
 
 
+class MiscountingGuard(LegacyGuard):
+    """A broken guard: the per-message form with one entry too many."""
+
+    async def check_input(
+        self, request: ChatCompletionRequest, principal: Principal | None
+    ) -> Verdict:
+        return Verdict(
+            decision="redact", text=orjson.dumps([None] * (len(request.messages) + 1)).decode()
+        )
+
+
+async def test_a_miscounted_per_message_redaction_fails_closed(
+    upstream: ScriptedUpstream, gateway_client: GatewayFactory
+) -> None:
+    gateway, client = await gateway_client(settings_for(deployment("a", "m", upstream)))
+    gateway.runtime.pipeline.screen_input.guards = [MiscountingGuard()]
+    refused = await client.post("/v1/chat/completions", json=CHAT)
+    assert refused.status_code == 500
+    assert refused.json()["error"]["code"] == "guard_error"
+    assert upstream.served == 0
+
+
 async def test_an_empty_prompt_list_is_a_client_error(
     upstream: ScriptedUpstream, gateway_client: GatewayFactory
 ) -> None:

@@ -47,7 +47,7 @@ from genai_factory.shared.contracts import (
     ResponseCache,
     SpendLedger,
 )
-from genai_factory.shared.errors import Blocked, Forbidden, ServiceUnavailable, to_http
+from genai_factory.shared.errors import Blocked, Forbidden, GFError, ServiceUnavailable, to_http
 from genai_factory.shared.models import (
     ChatCompletionChoice,
     ChatCompletionChunk,
@@ -279,12 +279,18 @@ def _per_message_rewrites(text: str, count: int) -> list[str | None] | None:
         value = orjson.loads(text)
     except orjson.JSONDecodeError:
         return None
-    if (
-        not isinstance(value, list)
-        or len(value) != count
-        or not all(item is None or isinstance(item, str) for item in value)
+    if not isinstance(value, list) or not all(
+        item is None or isinstance(item, str) for item in value
     ):
         return None
+    if len(value) != count:
+        # the per-message form, but not for this request: a broken guard. Fail closed rather
+        # than send the array upstream as the user's message or skip the redaction.
+        raise GFError(
+            f"an input guard returned {len(value)} per-message redactions for {count} "
+            "messages; the request was not sent",
+            code="guard_error",
+        )
     return value
 
 
