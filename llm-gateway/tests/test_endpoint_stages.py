@@ -447,3 +447,9 @@ async def test_an_authorizer_decides_every_endpoint_before_any_call(
         "/v1/embeddings", json=EMBEDDING, headers={"authorization": "Bearer sk-chat-only-01"}
     )
     assert denied.json()["error"]["type"] == "permission_error"
+    # /v1/models lists only what the caller may call
+    listed = {}
+    for key in ("sk-other-model", "sk-chat-only-01", "sk-everything1"):
+        answer = await client.get("/v1/models", headers={"authorization": f"Bearer {key}"})
+        listed[key] = [model["id"] for model in answer.json()["data"]]
+    assert listed == {"sk-other-model": [], "sk-chat-only-01": ["m"], "sk-everything1": ["m"]}

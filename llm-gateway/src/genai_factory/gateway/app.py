@@ -34,7 +34,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from genai_factory.gateway import operations
-from genai_factory.gateway.auth import presented_key
+from genai_factory.gateway.auth import ANONYMOUS, presented_key
 from genai_factory.gateway.failover import CallRecord, StreamInterrupted
 from genai_factory.gateway.metrics import CONTENT_TYPE
 from genai_factory.gateway.pipeline import RequestContext
@@ -408,13 +408,27 @@ class _API:
     async def models(self, request: Request) -> Response:
         runtime = self.gateway.runtime
         try:
-            authenticator = runtime.pipeline.authenticate.authenticator
-            if authenticator is not None:
-                await authenticator.authenticate(request.headers)
+            stage = runtime.pipeline.authenticate
+            principal = ANONYMOUS
+            if stage.authenticator is not None:
+                principal = await stage.authenticator.authenticate(request.headers)
+            names = sorted(runtime.router.groups)
+            if stage.authorizer is not None:
+                # like LiteLLM's per-key model lists: show only what the caller may call somehow
+                visible = []
+                for name in names:
+                    for operation in ("chat", "completion", "embedding"):
+                        decision = await stage.authorizer.authorize(
+                            principal, f"gateway:{operation}", f"model:{name}", {}
+                        )
+                        if decision.allowed:
+                            visible.append(name)
+                            break
+                names = visible
             created = int(time.time())
             data = [
                 {"id": name, "object": "model", "created": created, "owned_by": "genai-factory"}
-                for name in sorted(runtime.router.groups)
+                for name in names
             ]
             return _json({"object": "list", "data": data})
         except Exception as exc:
