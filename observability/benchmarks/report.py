@@ -112,8 +112,8 @@ def overhead_section(data: dict[str, Any]) -> list[str]:
             f"{memory['rss_growth_after_warmup_mib']} MiB); the store kept "
             f"{memory['stored']:,} spans and {dropped:,} were dropped by the bounded span "
             "queue instead of accumulating: in this CPU-bound loop the export thread gets the "
-            "GIL only between the caller's switch intervals, and every SQLite step hands it "
-            "back.",
+            "GIL only between the caller's switch intervals, and each SQLite statement hands "
+            "it back (one multi-row INSERT per chunk of a batch, not one step per row).",
             "",
         ]
         paced = data.get("paced_memory")

@@ -107,10 +107,11 @@ _SCHEMA = _SCHEMA_TEMPLATE + _ROLLUPS + _ROLLUPS.replace("_rollup (", "_rollup_h
 _HOURLY_FROM_NS = 6 * 3600 * 10**9
 _SUM_BUCKETS = ", ".join(f"sum({c})" for c in _BUCKET_COLUMNS)
 # Built from our own constant column names only; values are always bound parameters.
-_UPSERT_CALLS = (
+_UPSERT_CALLS_HEAD = (
     f"INSERT INTO {{table}} (minute, operation, model, calls, errors, input_tokens,"  # noqa: S608
-    f" output_tokens, cost_usd, {', '.join(_BUCKET_COLUMNS)})"
-    f" VALUES ({', '.join('?' * (8 + _BUCKETS))})"
+    f" output_tokens, cost_usd, {', '.join(_BUCKET_COLUMNS)}) VALUES "
+)
+_UPSERT_CALLS_TAIL = (
     " ON CONFLICT(minute, operation, model) DO UPDATE SET"
     " calls = calls + excluded.calls, errors = errors + excluded.errors,"
     " input_tokens = input_tokens + excluded.input_tokens,"
@@ -118,6 +119,38 @@ _UPSERT_CALLS = (
     " cost_usd = cost_usd + excluded.cost_usd, "
     + ", ".join(f"{c} = {c} + excluded.{c}" for c in _BUCKET_COLUMNS)
 )
+_INSERT_SPANS = (
+    "INSERT INTO spans (trace_id, span_id, parent_span_id, is_root, name, kind,"
+    " service, start_ns, end_ns, duration_ms, status, error_type, operation,"
+    " provider, model, response_model, input_tokens, output_tokens, ttft_ms,"
+    " cost_usd, request_id, team_id, attributes, events) VALUES "
+)
+# Bound parameters per statement: 999 is SQLite's historical SQLITE_MAX_VARIABLE_NUMBER, the
+# lowest limit any build may have, so a chunk always fits.
+_MAX_PARAMS = 999
+
+
+def _insert_rows(
+    conn: sqlite3.Connection, head: str, tail: str, rows: Sequence[Sequence[Any]]
+) -> None:
+    """Insert rows with one multi-row VALUES statement per chunk instead of one step per row.
+
+    Why: `executemany` steps once per row and the sqlite3 module releases and re-takes the GIL
+    around every step, so a busy request thread starves the export thread; one statement per
+    chunk hands the GIL back once per chunk. Values are bound exactly as before (same Python
+    objects as parameters), so the stored types and values do not change.
+    """
+    if not rows:
+        return
+    ncols = len(rows[0])
+    per_chunk = max(1, _MAX_PARAMS // ncols)
+    placeholder = "(" + ",".join("?" * ncols) + ")"
+    for start in range(0, len(rows), per_chunk):
+        chunk = rows[start : start + per_chunk]
+        # Full chunks reuse one SQL text, so the statement cache keeps it prepared.
+        sql = head + ",".join([placeholder] * len(chunk)) + tail
+        conn.execute(sql, [value for row in chunk for value in row])
+
 
 _SCHEMA_VERSION = "3"
 
@@ -335,24 +368,20 @@ class TelemetryStore:
             conn = self._writer
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany(
-                    "INSERT INTO spans (trace_id, span_id, parent_span_id, is_root, name, kind,"
-                    " service, start_ns, end_ns, duration_ms, status, error_type, operation,"
-                    " provider, model, response_model, input_tokens, output_tokens, ttft_ms,"
-                    " cost_usd, request_id, team_id, attributes, events)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    span_values,
-                )
+                _insert_rows(conn, _INSERT_SPANS, "", span_values)
                 for suffix, call_rows, event_rows in (
                     ("", calls, events),
                     ("_hour", _by_hour(calls), _by_hour(events)),
                 ):
-                    conn.executemany(
-                        _UPSERT_CALLS.format(table=f"call_rollup{suffix}"),
+                    _insert_rows(
+                        conn,
+                        _UPSERT_CALLS_HEAD.format(table=f"call_rollup{suffix}"),
+                        _UPSERT_CALLS_TAIL,
                         [(*key, *agg) for key, agg in call_rows.items()],
                     )
-                    conn.executemany(
-                        f"INSERT INTO event_rollup{suffix} VALUES (?,?,?,?,?)"  # noqa: S608
+                    _insert_rows(
+                        conn,
+                        f"INSERT INTO event_rollup{suffix} VALUES ",  # noqa: S608
                         " ON CONFLICT(minute, kind, name, outcome) DO UPDATE SET"
                         " count = count + excluded.count",
                         [(*key, count) for key, count in event_rows.items()],
