@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from genai_factory.security.encryption import DecryptionError
-from genai_factory.security.kms import AWSKMSMasterKeys, sigv4_headers
+from genai_factory.security.kms import AWSKMSMasterKeys
 from genai_factory.security.secret_store import EncryptedSecretStore
 from genai_factory.shared.errors import (
     ConfigError,
@@ -38,6 +38,7 @@ from genai_factory.shared.errors import (
     ValidationError,
 )
 from genai_factory.shared.factory import build_component, dump_component
+from genai_factory.shared.sigv4 import sign_v4
 
 pytest.importorskip("moto", reason="moto[server] (a local KMS) is not installed")
 pytest.importorskip("flask", reason="moto's server needs flask")
@@ -309,7 +310,8 @@ def test_a_kms_backed_store_builds_from_config(monkeypatch: pytest.MonkeyPatch) 
 
 def test_sigv4_matches_the_documented_example() -> None:
     """AWS's SigV4 documentation example (IAM ListUsers, GET with a query string)."""
-    headers = sigv4_headers(
+    headers = sign_v4(
+        sign_payload_hash=True,
         method="GET",
         url="https://iam.amazonaws.com/?Action=ListUsers&Version=2010-05-08",
         headers={"content-type": "application/x-www-form-urlencoded; charset=utf-8"},
@@ -359,7 +361,8 @@ def test_sigv4_signature_equals_botocores(
     netloc = "kms.example.test" + (f":{port}" if port else "")
     url = f"https://{netloc}/{'/'.join(path)}"
     headers = {"content-type": "application/x-amz-json-1.1", **extra}
-    ours = sigv4_headers(
+    ours = sign_v4(
+        sign_payload_hash=True,
         method="POST",
         url=url,
         headers=headers,

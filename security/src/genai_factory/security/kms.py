@@ -31,22 +31,20 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 import json
 import logging
 import os
-from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import SecretStr
 
 from genai_factory.security.encryption import DecryptionError
 from genai_factory.shared.errors import ConfigError, Forbidden, ServiceUnavailable, ValidationError
+from genai_factory.shared.sigv4 import sign_v4
 
-__all__ = ["AWSKMSMasterKeys", "sigv4_headers"]
+__all__ = ["AWSKMSMasterKeys"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,76 +71,6 @@ _DENIED = {
     "ExpiredTokenException",
     "InvalidClientTokenId",
 }
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _hmac(key: bytes, text: str) -> bytes:
-    return hmac.new(key, text.encode("utf-8"), hashlib.sha256).digest()
-
-
-def sigv4_headers(
-    *,
-    method: str,
-    url: str,
-    headers: dict[str, str],
-    body: bytes,
-    region: str,
-    service: str,
-    access_key_id: str,
-    secret_access_key: str,
-    session_token: str | None = None,
-    now: datetime | None = None,
-) -> dict[str, str]:
-    """``headers`` plus ``host``, ``x-amz-date``, ``x-amz-content-sha256``, the session token
-    (if any) and the SigV4 ``authorization`` header for this request. Every header passed in
-    is signed. The URL's query string must be empty or already in canonical (sorted, encoded)
-    form; KMS's JSON API uses none.
-
-    >>> signed = sigv4_headers(method="POST", url="https://kms.us-east-1.amazonaws.com/",
-    ...     headers={"content-type": "application/x-amz-json-1.1"}, body=b"{}",
-    ...     region="us-east-1", service="kms", access_key_id="AKIDEXAMPLE",
-    ...     secret_access_key="wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
-    ...     now=datetime(2015, 8, 30, 12, 36, tzinfo=UTC))
-    >>> signed["authorization"].split(", ")[:2]
-    ['AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/kms/aws4_request', \
-'SignedHeaders=content-type;host;x-amz-content-sha256;x-amz-date']
-    """
-    moment = (now or datetime.now(UTC)).astimezone(UTC)
-    amz_date = moment.strftime("%Y%m%dT%H%M%SZ")
-    day = moment.strftime("%Y%m%d")
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    default_port = {"https": 443, "http": 80}.get(parts.scheme)
-    if parts.port is not None and parts.port != default_port:
-        host = f"{host}:{parts.port}"
-    payload_hash = _sha256(body)
-    signed = {key.lower(): " ".join(value.strip().split()) for key, value in headers.items()}
-    signed.update({"host": host, "x-amz-date": amz_date, "x-amz-content-sha256": payload_hash})
-    if session_token:
-        signed["x-amz-security-token"] = session_token
-    names = sorted(signed)
-    canonical_headers = "".join(f"{name}:{signed[name]}\n" for name in names)
-    signed_headers = ";".join(names)
-    path = quote(parts.path or "/", safe="/-_.~")
-    canonical_request = "\n".join(
-        [method.upper(), path, parts.query, canonical_headers, signed_headers, payload_hash]
-    )
-    scope = f"{day}/{region}/{service}/aws4_request"
-    string_to_sign = "\n".join(
-        ["AWS4-HMAC-SHA256", amz_date, scope, _sha256(canonical_request.encode("utf-8"))]
-    )
-    key = _hmac(("AWS4" + secret_access_key).encode("utf-8"), day)
-    for step in (region, service, "aws4_request"):
-        key = _hmac(key, step)
-    signature = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
-    signed["authorization"] = (
-        f"AWS4-HMAC-SHA256 Credential={access_key_id}/{scope}, "
-        f"SignedHeaders={signed_headers}, Signature={signature}"
-    )
-    return signed
 
 
 def _b64(data: bytes) -> str:
@@ -239,7 +167,7 @@ class AWSKMSMasterKeys:
         if not action.isalnum():
             raise ValidationError("invalid KMS action", param="action")
         body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
-        headers = sigv4_headers(
+        headers = sign_v4(
             method="POST",
             url=self.endpoint_url,
             headers={"content-type": _CONTENT_TYPE, "x-amz-target": f"TrentService.{action}"},
@@ -249,6 +177,7 @@ class AWSKMSMasterKeys:
             access_key_id=self._access_key_id,
             secret_access_key=self._secret_access_key.get_secret_value(),
             session_token=(self._session_token.get_secret_value() if self._session_token else None),
+            sign_payload_hash=True,
         )
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=self.timeout_s)

@@ -1,8 +1,9 @@
 """AWS plumbing for Bedrock: Signature Version 4 request signing and the binary event stream.
 
-Both are implemented here from the published specifications (no boto3/botocore on the hot path).
-The signer reproduces AWS's documented example signature; the event-stream codec checks both
-CRCs of every message.
+Both follow the published specifications (no boto3/botocore on the hot path). The signer is
+the shared one (:mod:`genai_factory.shared.sigv4`, re-exported here); ``verify_v4`` checks a
+received request with it, for the test servers. The event-stream codec checks both CRCs of
+every message.
 
 Example (AWS's documented IAM ListUsers example):
     >>> from datetime import datetime, UTC
@@ -27,8 +28,8 @@ import struct
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from urllib.parse import parse_qsl, quote, urlsplit
+
+from genai_factory.shared.sigv4 import sign_v4, signature
 
 __all__ = [
     "EventMessage",
@@ -39,95 +40,6 @@ __all__ = [
     "sign_v4",
     "verify_v4",
 ]
-
-
-def _hmac(key: bytes, text: str) -> bytes:
-    return hmac.new(key, text.encode("utf-8"), hashlib.sha256).digest()
-
-
-def _encode(value: str) -> str:
-    return quote(value, safe="-_.~")
-
-
-def canonical_request(
-    method: str, url: str, headers: Mapping[str, str], payload_hash: str
-) -> tuple[str, str]:
-    """SigV4's canonical request for an already-built request, and its signed-header list."""
-    parts = urlsplit(url)
-    # non-S3 services encode each path segment once more on top of the URL's own encoding
-    path = quote(parts.path or "/", safe="/-_.~")
-    query = "&".join(
-        sorted(
-            f"{_encode(k)}={_encode(v)}" for k, v in parse_qsl(parts.query, keep_blank_values=True)
-        )
-    )
-    lowered = {k.lower(): " ".join(str(v).split()) for k, v in headers.items()}
-    signed = sorted(lowered)
-    canonical_headers = "".join(f"{name}:{lowered[name]}\n" for name in signed)
-    signed_list = ";".join(signed)
-    text = "\n".join([method.upper(), path, query, canonical_headers, signed_list, payload_hash])
-    return text, signed_list
-
-
-def _signature(
-    method: str,
-    url: str,
-    headers: Mapping[str, str],
-    payload_hash: str,
-    *,
-    amz_date: str,
-    region: str,
-    service: str,
-    secret_access_key: str,
-) -> tuple[str, str, str]:
-    """(signature, signed header list, credential scope) for a request with these headers."""
-    day = amz_date[:8]
-    text, signed_list = canonical_request(method, url, headers, payload_hash)
-    scope = f"{day}/{region}/{service}/aws4_request"
-    string_to_sign = "\n".join(
-        ["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(text.encode()).hexdigest()]
-    )
-    key = _hmac(("AWS4" + secret_access_key).encode(), day)
-    for part in (region, service, "aws4_request"):
-        key = _hmac(key, part)
-    return hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest(), signed_list, scope
-
-
-def sign_v4(
-    method: str,
-    url: str,
-    headers: Mapping[str, str],
-    body: bytes,
-    *,
-    service: str,
-    region: str,
-    access_key_id: str,
-    secret_access_key: str,
-    session_token: str | None = None,
-    now: datetime | None = None,
-) -> dict[str, str]:
-    """``headers`` plus ``host``, ``x-amz-date``, the session token and ``authorization``."""
-    amz_date = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-    signed_headers = {k.lower(): v for k, v in headers.items()}
-    signed_headers["host"] = urlsplit(url).netloc
-    signed_headers["x-amz-date"] = amz_date
-    if session_token:
-        signed_headers["x-amz-security-token"] = session_token
-    signature, signed_list, scope = _signature(
-        method,
-        url,
-        signed_headers,
-        hashlib.sha256(body).hexdigest(),
-        amz_date=amz_date,
-        region=region,
-        service=service,
-        secret_access_key=secret_access_key,
-    )
-    signed_headers["authorization"] = (
-        f"AWS4-HMAC-SHA256 Credential={access_key_id}/{scope}, "
-        f"SignedHeaders={signed_list}, Signature={signature}"
-    )
-    return signed_headers
 
 
 _AUTHORIZATION = re.compile(
@@ -163,7 +75,7 @@ def verify_v4(
     signed = match["signed"].split(";")
     if "host" not in signed or "x-amz-date" not in signed:
         return "host and x-amz-date must be signed"
-    expected, _, _ = _signature(
+    expected, _, _ = signature(
         method,
         url,
         {name: lowered.get(name, "") for name in signed},
