@@ -14,7 +14,7 @@ instructions is used and the results say so.
 context). Our llama.cpp engine batches: ``--parallel`` sequences share each decode step.
 
 Usage: python benchmarks/bench_server.py [--requests N] [--max-tokens 16,32,48,32]
-       [--concurrency 1,4,16] [--parallel 16]
+       [--concurrency 1,4,16] [--parallel 16] [--rounds 3]
 Writes benchmarks/results/server.json and prints a Markdown table.
 """
 
@@ -256,6 +256,21 @@ def cpu_model() -> str:
     return platform.processor()
 
 
+def median_level(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One server at one client count over several rounds: the median of each figure (a shared
+    machine's hiccup during one round moves a median less than a single run); raw rounds kept."""
+    summary: dict[str, Any] = {
+        "server": rounds[0]["server"],
+        "concurrency": rounds[0]["concurrency"],
+        "requests": rounds[0]["requests"],
+        "failures": sum(r["failures"] for r in rounds),
+    }
+    for key in ("wall_s", "requests_per_s", "completion_tokens", "tokens_per_s", "p50_s", "p99_s"):
+        summary[key] = statistics.median(r[key] for r in rounds)
+    summary["rounds"] = rounds
+    return summary
+
+
 def table(levels: list[dict[str, Any]]) -> str:
     lines = [
         "| server | clients | requests/s | tokens/s | p50 latency (s) | p99 latency (s) | failures |",
@@ -316,17 +331,24 @@ async def main(args: argparse.Namespace) -> None:
                 await run_level(base, prompts[:2], 1, args.max_tokens)  # warm-up
             # both stay up and take turns level by level (in alternating order), so that a
             # shared machine's changing load falls on both alike
-            for index, concurrency in enumerate(args.concurrency):
-                order = list(servers) if index % 2 == 0 else list(reversed(servers))
-                for name in order:
-                    level = await run_level(servers[name][0], prompts, concurrency, args.max_tokens)
-                    level["server"] = name
-                    levels.append(level)
-                    print(
-                        f"  {name:<16} c={concurrency:<3} {level['requests_per_s']:.2f} req/s "
-                        f"p50 {level['p50_s']:.2f}s p99 {level['p99_s']:.2f}s",
-                        flush=True,
-                    )
+            runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
+            for round_index in range(args.rounds):
+                for index, concurrency in enumerate(args.concurrency):
+                    flip = (index + round_index) % 2 == 1
+                    order = list(reversed(servers)) if flip else list(servers)
+                    for name in order:
+                        level = await run_level(
+                            servers[name][0], prompts, concurrency, args.max_tokens
+                        )
+                        level["server"] = name
+                        runs.setdefault((name, concurrency), []).append(level)
+                        print(
+                            f"  round {round_index + 1} {name:<16} c={concurrency:<3} "
+                            f"{level['tokens_per_s']:.1f} tokens/s "
+                            f"p50 {level['p50_s']:.2f}s p99 {level['p99_s']:.2f}s",
+                            flush=True,
+                        )
+            levels = [median_level(rounds) for rounds in runs.values()]
         finally:
             await asyncio.gather(*(stop(process) for _, _, process in servers.values()))
     levels.sort(key=lambda level: (level["server"], level["concurrency"]))
@@ -357,7 +379,11 @@ async def main(args: argparse.Namespace) -> None:
             "concurrency": args.concurrency,
             "prompts": source,
             "parallel_slots_ours": args.parallel,
-            "order": "both servers up; per level one after the other, order alternating",
+            "rounds": args.rounds,
+            "order": (
+                "both servers up; per level one after the other, order alternating by level "
+                "and round; each figure is the median over the rounds"
+            ),
         },
         "levels": levels,
         "table": table(levels) + "\n\n" + comparison(levels),
@@ -380,6 +406,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--parallel", type=int, default=16, help="our llama.cpp engine's batch slots"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="runs of every level; the tables show medians"
     )
     parser.add_argument("--ctx", type=int, default=2048)
     # one thread: the 135M model gains nothing from two, and on a shared machine two spin-wait

@@ -162,6 +162,61 @@ async def test_more_requests_than_slots_all_finish(batched: LlamaCppChatModel) -
 
 
 @pytest.mark.integration
+async def test_a_wave_of_new_requests_computes_the_shared_prefix_once() -> None:
+    # empty slots, several requests at once: one computes the chat template's system prompt,
+    # the others wait a step and copy its cache instead of computing the same tokens again
+    model = LlamaCppChatModel("smollm2", context_window=512, threads=1, parallel=3)
+    try:
+        answers = await asyncio.gather(
+            *(
+                model.complete(_request(p, temperature=0, max_tokens=4))
+                for p in ("Say hi.", "Name a fruit.", "Count to three.")
+            )
+        )
+        stats = model.stats()
+    finally:
+        model.close()
+    assert all(a.usage is not None and a.usage.completion_tokens > 0 for a in answers)
+    assert stats["prefix_copies_total"] == 2
+    prompt_tokens = sum(a.usage.prompt_tokens for a in answers if a.usage)
+    # each copy saves at least the minimum a copy must save
+    assert stats["prompt_tokens_cached_total"] >= 2 * 8
+    assert stats["prompt_tokens_cached_total"] < prompt_tokens
+
+
+@pytest.mark.integration
+async def test_a_non_streamed_answer_crosses_threads_once(
+    batched: LlamaCppChatModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the worker hands a non-streamed answer's text over in one piece at the end, a stream's
+    # piece by piece (the two texts may differ after a near-tie: the second run reuses the
+    # first one's cached prompt, whose sums round differently)
+    from genai_factory.serving.engines import llamacpp
+
+    texts: list[bool] = []
+    real_emit = llamacpp._Job.emit
+
+    def counting(job: Any, kind: str, value: Any) -> None:
+        if kind == "text":
+            texts.append(job.streaming)
+        real_emit(job, kind, value)
+
+    monkeypatch.setattr(llamacpp._Job, "emit", counting)
+    request = _request("Tell a long story.", temperature=0, max_tokens=16)
+    whole = (await batched.complete(request)).text()
+    assert texts == [False]
+    streamed = "".join(
+        [
+            choice.delta.content or ""
+            async for chunk in batched.stream(request)
+            for choice in chunk.choices
+        ]
+    )
+    assert len(texts) > 2 and all(texts[1:])
+    assert whole.split()[:2] == streamed.split()[:2] and len(whole) > 20
+
+
+@pytest.mark.integration
 async def test_a_stop_sequence_ends_the_answer_before_it(batched: LlamaCppChatModel) -> None:
     request = _request("Name three colours.", temperature=0, max_tokens=24)
     full = (await batched.complete(request)).text()

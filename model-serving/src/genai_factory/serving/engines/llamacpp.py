@@ -117,6 +117,9 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue[tuple[str, Any]]
     cancelled: threading.Event = field(default_factory=threading.Event)
+    # a non-streamed answer gets its text in one piece at the end: no wake-up of the event
+    # loop per token, whose GIL time the worker would wait for
+    streaming: bool = True
     # worker state
     slot: int = -1
     pending: list[int] = field(default_factory=list)  # prompt tokens not yet decoded
@@ -251,11 +254,20 @@ class _BatchLoop:
 
     def _admit(self) -> None:
         """Waiting requests take free slots, preferring the slot whose cached tokens share the
-        longest prefix with the prompt (called with the lock held)."""
+        longest prefix with the prompt (called with the lock held).
+
+        A request whose prefix a running sequence is about to compute (its prompt is still
+        pending, e.g. the chat template's system prompt in a wave of new requests) waits one
+        step and then copies that cache, instead of computing the same tokens again.
+        """
+        deferred: list[_Job] = []
         while self.waiting and self.free_slots:
             job = self.waiting.popleft()
             if job.cancelled.is_set():
                 job.emit("end", ("cancelled", 0))
+                continue
+            if self._prefix_soon(job):
+                deferred.append(job)
                 continue
             best, keep = self.free_slots[0], 0
             for slot in self.free_slots:
@@ -285,6 +297,19 @@ class _BatchLoop:
             job.slot, job.position, job.pending = best, keep, job.prompt[keep:]
             job.sampler = self._sampler(job.options)
             self.running.append(job)
+        self.waiting.extendleft(reversed(deferred))  # first in the queue again, order kept
+
+    def _prefix_soon(self, job: _Job) -> bool:
+        """True when a running sequence's pending prompt shares at least ``_COPY_MIN_TOKENS``
+        more of ``job``'s prompt than any slot's cache holds now: one step later it can be
+        copied (the cached part never counts the prompt's last token, decoded again anyway)."""
+        limit = len(job.prompt) - 1
+        cached = max((_common_prefix(tokens, job.prompt) for tokens in self.slot_tokens), default=0)
+        soon = max(
+            (_common_prefix(other.prompt, job.prompt) for other in self.running if other.pending),
+            default=0,
+        )
+        return min(soon, limit) >= min(cached, limit) + _COPY_MIN_TOKENS
 
     def _sampler(self, options: dict[str, Any]) -> Any:
         """The same sampler chain ``Llama`` builds for these options (see Llama._init_sampler)."""
@@ -388,7 +413,7 @@ class _BatchLoop:
         token = job.sampler.sample(self.context, job.row)
         self.generated_total += 1
         if self._lib.llama_vocab_is_eog(self.vocab, token):
-            self._flush(job, len(job.text))
+            self._flush(job, len(job.text), final=True)
             self._finish(job, "stop")
             return False
         job.generated.append(token)
@@ -398,7 +423,7 @@ class _BatchLoop:
         for stop in job.stop:
             at = job.text.find(stop)
             if at >= 0:
-                self._flush(job, at)
+                self._flush(job, at, final=True)
                 self._finish(job, "stop")
                 return False
         # hold back what could be the start of a stop sequence
@@ -408,14 +433,17 @@ class _BatchLoop:
 
     def _check_length(self, job: _Job) -> bool:
         if len(job.generated) >= job.max_tokens:
-            self._flush(job, len(job.text))
+            self._flush(job, len(job.text), final=True)
             self._finish(job, "length")
             return False
         return True
 
     @staticmethod
-    def _flush(job: _Job, end: int) -> None:
-        """Hand out the text up to byte ``end`` (whole characters only)."""
+    def _flush(job: _Job, end: int, final: bool = False) -> None:
+        """Hand out the text up to byte ``end`` (whole characters only); a non-streamed job's
+        text goes out only when it ends (``final``)."""
+        if not (final or job.streaming):
+            return
         piece = job.text[job.sent : end]
         while piece and _incomplete_utf8(piece):
             piece = piece[:-1]
@@ -677,7 +705,7 @@ class LlamaCppChatModel:
     async def complete(self, request: ChatCompletionRequest) -> ChatCompletionResponse:
         """One answer to ``request``, generated token by token: cancelling the awaiting task
         stops generation at the next step."""
-        loop, job, tool = await self._submit(request)
+        loop, job, tool = await self._submit(request, streaming=False)
         pieces: list[str] = []
         try:
             while True:
@@ -725,10 +753,13 @@ class LlamaCppChatModel:
         )
         return response
 
-    async def _submit(self, request: ChatCompletionRequest) -> tuple[_BatchLoop, _Job, str | None]:
+    async def _submit(
+        self, request: ChatCompletionRequest, streaming: bool = True
+    ) -> tuple[_BatchLoop, _Job, str | None]:
         loop = await asyncio.to_thread(self._load)
         event_loop = asyncio.get_running_loop()
         job, tool = await asyncio.to_thread(self._prepare, loop, request, event_loop)
+        job.streaming = streaming
         loop.submit(job)
         return loop, job, tool
 
