@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sqlite3
 from collections.abc import AsyncIterator
@@ -186,3 +187,34 @@ async def test_record_many_writes_a_batch_once(any_ledger: Any) -> None:
         "m2",
         "m3",
     ]
+
+
+async def test_a_large_batch_is_built_in_slices_that_let_other_tasks_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # rows are built on the event loop a slice at a time (a worker thread holding the GIL for
+    # the whole batch would stall the loop): another task runs part-way through, and every
+    # record lands
+    import genai_factory.cost.ledger as ledger_module
+
+    built = 0
+    real = ledger_module._insert_row
+
+    def counting(record: CostRecord) -> tuple[Any, ...]:
+        nonlocal built
+        built += 1
+        return real(record)
+
+    monkeypatch.setattr(ledger_module, "_insert_row", counting)
+    ledger = SQLiteSpendLedger(tmp_path / "ledger.db")
+    batch = [call(f"s{i}", "0.01", JAN + i, team_id="t1") for i in range(100)]
+    seen: list[int] = []
+
+    async def other() -> None:
+        seen.append(built)
+
+    stored, _ = await asyncio.gather(ledger.record_many(batch), other())
+    assert stored == 100 and built == 100
+    assert seen and 0 < seen[0] < 100
+    assert await ledger.total("team:t1") == Decimal("1.00")
+    await ledger.close()

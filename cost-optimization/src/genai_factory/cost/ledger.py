@@ -81,6 +81,8 @@ _COLUMNS = (
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _PICO = Decimal(10) ** 12
+# records turned into rows per slice of a batch before the event loop runs other work again
+_BUILD_SLICE = 16
 # SQL text is built only from the fixed column names above, a validated table name and
 # placeholders; every value travels as a bound parameter.
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -148,6 +150,11 @@ def _row(record: CostRecord) -> tuple[Any, ...]:
         str(record.cost_usd),
         bool(record.cache_hit),
     )
+
+
+def _insert_row(record: CostRecord) -> tuple[Any, ...]:
+    # the exact cost in picodollars: CostRecord allows at most 12 decimal places
+    return (*_row(record), int(record.cost_usd * _PICO))
 
 
 def _record_from(row: Sequence[Any]) -> CostRecord:
@@ -225,19 +232,17 @@ class SQLiteSpendLedger:
     # ------------------------------------------------------------------ sync parts (worker thread)
 
     def _insert(self, record: CostRecord) -> bool:
-        row = _row(record)
-        pico = int(record.cost_usd * _PICO)  # exact: CostRecord allows at most 12 decimal places
+        row = _insert_row(record)
         with self._lock:
             cursor = self._connection().execute(
                 f"INSERT INTO cost_records ({', '.join(_COLUMNS)}, cost_pico) "  # noqa: S608
                 f"VALUES ({', '.join('?' * (len(_COLUMNS) + 1))}) "
                 "ON CONFLICT (request_id) DO NOTHING",
-                (*row, pico),
+                row,
             )
             return cursor.rowcount == 1
 
-    def _insert_many(self, records: Sequence[CostRecord]) -> int:
-        rows = [(*_row(r), int(r.cost_usd * _PICO)) for r in records]
+    def _insert_rows(self, rows: Sequence[tuple[Any, ...]]) -> int:
         with self._lock:
             conn = self._connection()
             before = conn.total_changes
@@ -312,10 +317,21 @@ class SQLiteSpendLedger:
         return inserted
 
     async def record_many(self, records: Sequence[CostRecord]) -> int:
-        """Store every record in one fsync'd transaction; returns how many were new."""
+        """Store every record in one fsync'd transaction; returns how many were new.
+
+        The rows are built here, a slice at a time between the event loop's other work, and
+        only the SQLite statements run in a worker thread: Python code in a worker holds the
+        GIL for up to the interpreter's switch interval (5 ms) while the loop waits for it,
+        which is what a background batch used to add to the calls it overlapped.
+        """
         if not records:
             return 0
-        return await asyncio.to_thread(self._insert_many, records)
+        rows: list[tuple[Any, ...]] = []
+        for start in range(0, len(records), _BUILD_SLICE):
+            if start:
+                await asyncio.sleep(0)  # let waiting callers run between slices
+            rows.extend(_insert_row(r) for r in records[start : start + _BUILD_SLICE])
+        return await asyncio.to_thread(self._insert_rows, rows)
 
     async def total(self, scope: str, since_epoch_s: float | None = None) -> Decimal:
         """USD spent by ``scope`` since ``since_epoch_s`` (all time when None)."""
