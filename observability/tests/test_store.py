@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import random
 import sqlite3
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from genai_factory.observability.exporters import SQLiteSpanExporter
+from genai_factory.observability.exporters import SQLiteSpanExporter, span_to_row
 from genai_factory.observability.setup import TelemetryConfig, setup_telemetry
 from genai_factory.observability.store import (
     CostRow,
@@ -339,3 +343,37 @@ def test_long_windows_read_the_hourly_rollups_with_the_same_totals(tmp_path: Pat
     store.prune(time.time_ns() - 10 * 3600 * 10**9)
     assert store.summary(since_ns=day_ago)["model_calls"] in range(900, 1200)
     store.close()
+
+
+_ATTRIBUTE_VALUES = st.one_of(
+    st.text(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),  # past 64 bits: the fallback encoder
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.lists(st.text(max_size=5), max_size=3),
+    st.lists(st.integers(min_value=-(2**70), max_value=2**70), max_size=3),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.text(min_size=1, max_size=12), _ATTRIBUTE_VALUES, max_size=6))
+def test_exported_attributes_are_json_that_reads_back_the_same(
+    attributes: dict[str, Any],
+) -> None:
+    # whatever the SDK accepts as attributes is stored as JSON the console reads back unchanged
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    with provider.get_tracer("t").start_as_current_span("s", attributes=attributes) as span:
+        span.add_event("e", attributes=attributes)
+    provider.shutdown()
+    (finished,) = memory.get_finished_spans()
+    row = span_to_row(finished)
+    expected = {k: list(v) if isinstance(v, tuple) else v for k, v in finished.attributes.items()}
+    assert json.loads(row.attributes) == expected
+    assert row.events is not None
+    assert json.loads(row.events)[0]["attributes"] == expected

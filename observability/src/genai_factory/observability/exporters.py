@@ -26,7 +26,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from opentelemetry.sdk.trace import ReadableSpan
+import orjson
+from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from genai_factory.observability import conventions as sc
@@ -41,9 +42,18 @@ def _json_default(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else str(value)
 
 
-def _signals(span: ReadableSpan) -> list[tuple[str, str, str]]:
+def _dumps(value: Any) -> str:
+    """JSON text; orjson (several times faster: this runs for every exported span), else the
+    standard library for what orjson refuses (integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(value, default=_json_default).decode()
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return json.dumps(value, default=_json_default, ensure_ascii=False)
+
+
+def _signals(events: Sequence[Event]) -> list[tuple[str, str, str]]:
     found: list[tuple[str, str, str]] = []
-    for event in span.events:
+    for event in events:
         attrs = event.attributes or {}
         if event.name == "gf.cache.lookup":
             outcome = "hit" if attrs.get(sc.GF_CACHE_HIT) else "miss"
@@ -59,14 +69,14 @@ def span_to_row(span: ReadableSpan) -> SpanRow:
     ctx = span.get_span_context()
     parent = span.parent
     attrs = dict(span.attributes or {})
+    span_events = span.events  # a fresh tuple on every access: read it once
     events = None
-    if span.events:
-        events = json.dumps(
+    if span_events:
+        events = _dumps(
             [
                 {"name": e.name, "ts_ns": e.timestamp, "attributes": dict(e.attributes or {})}
-                for e in span.events
-            ],
-            default=_json_default,
+                for e in span_events
+            ]
         )
     ttft = attrs.get(sc.RESPONSE_TIME_TO_FIRST_CHUNK)
     cost = attrs.get(sc.GF_COST_USD)
@@ -95,9 +105,9 @@ def span_to_row(span: ReadableSpan) -> SpanRow:
         cost_usd=float(cost) if isinstance(cost, int | float) else None,
         request_id=_str_or_none(attrs.get(sc.GF_REQUEST_ID)),
         team_id=_str_or_none(attrs.get(sc.GF_TEAM_ID)),
-        attributes=json.dumps(attrs, default=_json_default, ensure_ascii=False),
+        attributes=_dumps(attrs),
         events=events,
-        signals=_signals(span),
+        signals=_signals(span_events),
     )
 
 
