@@ -7,7 +7,9 @@ Each module is skipped when it is not installed beside the gateway (the gateway 
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +101,24 @@ def platform(upstream: ScriptedUpstream, data: Path) -> dict[str, Any]:
             "params": {"store": {"$ref": "telemetry.store"}},
         },
         "telemetry": {"$ref": "telemetry.genai"},
+        # security's audit trail: one hash-chained, encrypted event per request, denials included
+        "observers": [
+            {
+                "type": "genai_factory.security.gateway_audit:GatewayAuditObserver",
+                "params": {
+                    "log": {
+                        "type": "genai_factory.security.audit:AuditLog",
+                        "params": {
+                            "path": str(data / "audit.db"),
+                            "cipher": {
+                                "type": "genai_factory.security.encryption:AtRestCipher",
+                                "params": {"keys_env": "GF_TEST_AUDIT_KEYS"},
+                            },
+                        },
+                    }
+                },
+            }
+        ],
         "mounts": [
             {
                 "path": "/console",
@@ -123,6 +143,8 @@ async def test_every_module_plugs_into_the_gateway_by_config(
 ) -> None:
     monkeypatch.setenv("GF_TEST_KEY_SECRET", "k" * 40)
     monkeypatch.setenv("GF_TEST_CONSOLE", CONSOLE_TOKEN)
+    # the audit trail's AES-256 key, in the keyring form "kid:base64" security reads
+    monkeypatch.setenv("GF_TEST_AUDIT_KEYS", "audit-1:" + base64.b64encode(os.urandom(32)).decode())
     settings = settings_for(
         deployment("a", "m", upstream, input_cost_per_mtok=1000, output_cost_per_mtok=1000),
         **platform(upstream, tmp_path),
@@ -209,3 +231,15 @@ async def test_every_module_plugs_into_the_gateway_by_config(
         json.loads((await client.get("/console/api/summary", headers=console)).text)["model_calls"]
         >= 6
     )
+    # 9 observe: security's audit trail has every request, refusals included, and its chain holds
+    (auditor,) = gateway.runtime.pipeline.observe.observers[:1]
+    await auditor.flush()
+    events = await auditor.log.events()
+    assert await auditor.log.verify() is None
+    outcomes = [(e.actor, e.outcome) for e in events]
+    assert outcomes[0] == ("anonymous", "denied")  # the request without a key
+    assert ("ann", "rejected") in outcomes  # the injection the guard blocked
+    assert outcomes[-1] == ("tia", "denied")  # the budget's 429
+    assert len(events) == 6 + len(statuses)
+    assert {e.action for e in events} == {"gateway.chat"}
+    assert all("messages" not in e.payload for e in events)  # ids and counts, never content

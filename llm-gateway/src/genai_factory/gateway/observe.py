@@ -44,6 +44,8 @@ class RequestSummary:
     provider: str | None = None
     subject: str | None = None
     org_id: str | None = None
+    team_id: str | None = None
+    user_id: str | None = None
     cache_hit: bool = False
     prompt_tokens: int = 0
     completion_tokens: int = 0

@@ -828,6 +828,8 @@ class Observe:
             provider=deployment.provider_kind if deployment else None,
             subject=ctx.principal.subject,
             org_id=ctx.principal.org_id,
+            team_id=ctx.principal.team_id,
+            user_id=ctx.principal.user_id,
             cache_hit=ctx.cache_hit,
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
