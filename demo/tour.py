@@ -418,6 +418,41 @@ class Tour:
             bool(totals) and usage.status_code == 200, "cost lines from the console and the gateway"
         )
 
+    def audited(self) -> None:
+        self.step(9, "The audit trail: one sealed, hash-chained event per request (security)")
+        path = Path(os.environ.get("GF_DEMO_DATA", ".")) / "audit.db"
+        if not path.exists():
+            self.say(f"no audit log at {path} (no audit observer in this config)")
+            return
+        import asyncio
+        from collections import Counter
+
+        from genai_factory.security.audit import AuditLog
+        from genai_factory.security.encryption import AtRestCipher
+
+        async def read() -> tuple[list[Any], int | None]:
+            log = AuditLog(str(path), cipher=AtRestCipher())  # keys: GF_SECURITY_DATA_KEYS
+            try:
+                return await log.events(), await log.verify()
+            finally:
+                await log.close()
+
+        time.sleep(0.5)  # the gateway writes its events just after each answer
+        events, broken = asyncio.run(read())
+        outcomes = Counter(event.outcome for event in events)
+        self.say(
+            f"{len(events)} events: "
+            + ", ".join(f"{count} {outcome}" for outcome, count in sorted(outcomes.items()))
+        )
+        for event in events[-3:]:
+            self.say(
+                f"#{event.seq} {event.actor} {event.action} {event.resource} -> {event.outcome}"
+            )
+        self.check(
+            len(events) >= len(self.calls) and outcomes["denied"] >= 1 and broken is None,
+            "every request audited, refusals included, and the hash chain verifies",
+        )
+
     def run(self) -> int:
         for step in (
             self.answer,
@@ -428,6 +463,7 @@ class Tour:
             self.rate_limit,
             self.budget,
             self.recorded,
+            self.audited,
         ):
             try:
                 step()

@@ -59,8 +59,10 @@ pids+=($!)
 serving_pid=$!
 
 # the API keys: issued by the security module, stored as HMACs under a secret made for this run
-export GF_SECURITY_API_KEY_SECRET
+export GF_SECURITY_API_KEY_SECRET GF_SECURITY_DATA_KEYS
 GF_SECURITY_API_KEY_SECRET=$(secret)
+# the key that seals the audit trail's payloads (AES-256-GCM, key id demo-1)
+GF_SECURITY_DATA_KEYS=$("$py" -c 'from genai_factory.security.encryption import new_key_entry; print(new_key_entry("demo-1"))')
 issue_key() {  # issue_key SUBJECT TEAM: prints the key (shown once, never stored in clear)
   "$gf" security keys create --store "$data/api-keys.db" --name "demo $1" --subject "$1" \
     --org demo --team "$2" --user "$1" --role invoker 2>>"$data/keys.log" || {
