@@ -437,8 +437,12 @@ class Tour:
             finally:
                 await log.close()
 
-        time.sleep(0.5)  # the gateway writes its events just after each answer
+        # the gateway writes each event just after its answer: give the last ones a moment
+        deadline = time.monotonic() + 10
         events, broken = asyncio.run(read())
+        while len(events) < len(self.calls) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            events, broken = asyncio.run(read())
         outcomes = Counter(event.outcome for event in events)
         self.say(
             f"{len(events)} events: "

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from genai_factory.security.audit import AuditLog
 from genai_factory.security.encryption import AtRestCipher, Keyring, new_key_entry
 from genai_factory.security.gateway_audit import GatewayAuditObserver, request_outcome
+from genai_factory.shared.errors import ConfigError
 
 
 @pytest.fixture
@@ -126,5 +127,5 @@ def test_events_queued_without_a_loop_are_written_on_close(log: AuditLog, tmp_pa
 
 def test_max_pending_must_be_positive(tmp_path: Path) -> None:
     cipher = AtRestCipher(keyring=Keyring.parse(new_key_entry("x1")))
-    with pytest.raises(ValueError, match="max_pending"):
+    with pytest.raises(ConfigError, match="max_pending"):
         GatewayAuditObserver(AuditLog(str(tmp_path / "a.db"), cipher=cipher), max_pending=0)

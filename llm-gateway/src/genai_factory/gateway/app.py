@@ -22,7 +22,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -206,13 +206,17 @@ def _stream_failure(exc: BaseException) -> GFError | None:
     return None
 
 
-async def _openai_events(
+async def _sse_events(
     chunks: AsyncIterator[ChatCompletionChunk],
+    encode: Callable[[ChatCompletionChunk], bytes | None],
 ) -> AsyncIterator[bytes]:
-    """SSE for OpenAI clients: chunks, then ``[DONE]``; a failure ends with an error event."""
+    """SSE: each chunk as ``encode`` writes it (None: nothing to send), then ``[DONE]``; a
+    failure ends the stream with an error event instead."""
     try:
         async for chunk in chunks:
-            yield _chunk_event(chunk)
+            event = encode(chunk)
+            if event is not None:
+                yield event
     except Exception as exc:
         yield _error_event(exc)
         return
@@ -283,23 +287,6 @@ def _completion_event(chunk: ChatCompletionChunk) -> bytes | None:
     return b"data: " + orjson.dumps(event) + b"\n\n"
 
 
-async def _completion_events(chunks: AsyncIterator[ChatCompletionChunk]) -> AsyncIterator[bytes]:
-    """SSE for legacy completion clients: text events, then ``[DONE]``; or an error event."""
-    try:
-        async for chunk in chunks:
-            event = _completion_event(chunk)
-            if event is not None:
-                yield event
-    except Exception as exc:
-        yield _error_event(exc)
-        return
-    finally:
-        closer = getattr(chunks, "aclose", None)
-        if closer is not None:
-            await closer()
-    yield DONE_EVENT
-
-
 class _API:
     """The endpoint handlers, bound to one :class:`Gateway`."""
 
@@ -319,7 +306,7 @@ class _API:
             if chat.stream:
                 chunks = await runtime.pipeline.chat_stream(ctx)
                 return StreamingResponse(
-                    _openai_events(chunks),
+                    _sse_events(chunks, _chunk_event),
                     media_type="text/event-stream",
                     headers={**ctx.response_headers(), **_SSE_HEADERS},
                 )
@@ -371,7 +358,7 @@ class _API:
             if body.stream:
                 chunks = await runtime.pipeline.chat_stream(ctx)
                 return StreamingResponse(
-                    _completion_events(chunks),
+                    _sse_events(chunks, _completion_event),
                     media_type="text/event-stream",
                     headers={**ctx.response_headers(), **_SSE_HEADERS},
                 )

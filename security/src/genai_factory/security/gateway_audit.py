@@ -40,6 +40,7 @@ from collections import deque
 from typing import Any
 
 from genai_factory.security.audit import AuditLog
+from genai_factory.shared.errors import ConfigError
 
 __all__ = ["GatewayAuditObserver", "request_outcome"]
 
@@ -91,7 +92,7 @@ class GatewayAuditObserver:
 
     def __init__(self, log: AuditLog, only_denied: bool = False, max_pending: int = 10_000) -> None:
         if max_pending < 1:
-            raise ValueError("max_pending must be at least 1")
+            raise ConfigError("'max_pending' must be at least 1", param="max_pending")
         self.log = log
         self.only_denied = only_denied
         self.max_pending = max_pending

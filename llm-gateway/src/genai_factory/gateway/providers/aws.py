@@ -5,15 +5,7 @@ the shared one (:mod:`genai_factory.shared.sigv4`, re-exported here); ``verify_v
 received request with it, for the test servers. The event-stream codec checks both CRCs of
 every message.
 
-Example (AWS's documented IAM ListUsers example):
-    >>> from datetime import datetime, UTC
-    >>> headers = sign_v4("GET", "https://iam.amazonaws.com/?Action=ListUsers&Version=2010-05-08",
-    ...     {"content-type": "application/x-www-form-urlencoded; charset=utf-8"}, b"",
-    ...     service="iam", region="us-east-1", access_key_id="AKIDEXAMPLE",
-    ...     secret_access_key="wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
-    ...     now=datetime(2015, 8, 30, 12, 36, tzinfo=UTC))
-    >>> headers["authorization"].rsplit("Signature=", 1)[1][:16]
-    '5d672d79c15b1316'
+Example (the signer's own example, AWS's documented one, is in the shared module):
     >>> decoder = EventStreamDecoder()
     >>> [m.headers[":event-type"] for m in decoder.feed(encode_event("messageStop", b"{}"))]
     ['messageStop']

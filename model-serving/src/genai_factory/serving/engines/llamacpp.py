@@ -266,28 +266,22 @@ class _BatchLoop:
             if job.cancelled.is_set():
                 job.emit("end", ("cancelled", 0))
                 continue
-            if self._prefix_soon(job):
+            # what each slot's cache (busy or not) shares with this prompt, measured once
+            shared = [_common_prefix(tokens, job.prompt) for tokens in self.slot_tokens]
+            if self._prefix_soon(job, max(shared)):
                 deferred.append(job)
                 continue
-            best, keep = self.free_slots[0], 0
-            for slot in self.free_slots:
-                shared = _common_prefix(self.slot_tokens[slot], job.prompt)
-                if shared > keep:
-                    best, keep = slot, shared
+            best = max(self.free_slots, key=lambda slot: shared[slot])
+            keep = shared[best]
             self.free_slots.remove(best)
             # another slot (busy or not) may hold a longer prefix, e.g. the chat template's
             # system prompt on a fresh slot: copy its cache over (llama.cpp copies a whole KV
             # stream at the next decode, a memcpy far cheaper than recomputing the prefix)
-            donor, shared = -1, keep + _COPY_MIN_TOKENS
-            for slot in range(self.parallel):
-                if slot != best:
-                    length = _common_prefix(self.slot_tokens[slot], job.prompt)
-                    if length > shared:
-                        donor, shared = slot, length
-            if donor >= 0:
+            donor = max(range(self.parallel), key=lambda slot: shared[slot])
+            if donor != best and shared[donor] >= keep + _COPY_MIN_TOKENS:
                 self._lib.llama_memory_seq_cp(self.memory, donor, best, -1, -1)
                 self.slot_tokens[best] = list(self.slot_tokens[donor])
-                keep = shared
+                keep = shared[donor]
                 self.copies += 1
             # the last prompt token is always decoded again: its logits pick the first token
             keep = min(keep, len(job.prompt) - 1)
@@ -299,12 +293,11 @@ class _BatchLoop:
             self.running.append(job)
         self.waiting.extendleft(reversed(deferred))  # first in the queue again, order kept
 
-    def _prefix_soon(self, job: _Job) -> bool:
+    def _prefix_soon(self, job: _Job, cached: int) -> bool:
         """True when a running sequence's pending prompt shares at least ``_COPY_MIN_TOKENS``
-        more of ``job``'s prompt than any slot's cache holds now: one step later it can be
-        copied (the cached part never counts the prompt's last token, decoded again anyway)."""
+        more of ``job``'s prompt than the best cache (``cached`` tokens) holds now: one step
+        later it can be copied (never counting the prompt's last token, decoded again anyway)."""
         limit = len(job.prompt) - 1
-        cached = max((_common_prefix(tokens, job.prompt) for tokens in self.slot_tokens), default=0)
         soon = max(
             (_common_prefix(other.prompt, job.prompt) for other in self.running if other.pending),
             default=0,
@@ -413,7 +406,7 @@ class _BatchLoop:
         token = job.sampler.sample(self.context, job.row)
         self.generated_total += 1
         if self._lib.llama_vocab_is_eog(self.vocab, token):
-            self._flush(job, len(job.text), final=True)
+            self._flush(job, len(job.text))
             self._finish(job, "stop")
             return False
         job.generated.append(token)
@@ -423,27 +416,25 @@ class _BatchLoop:
         for stop in job.stop:
             at = job.text.find(stop)
             if at >= 0:
-                self._flush(job, at, final=True)
+                self._flush(job, at)
                 self._finish(job, "stop")
                 return False
-        # hold back what could be the start of a stop sequence
-        hold = max((_overlap(job.text, stop) for stop in job.stop), default=0)
-        self._flush(job, len(job.text) - hold)
+        if job.streaming:  # a non-streamed answer's text goes out once, when it ends
+            # hold back what could be the start of a stop sequence
+            hold = max((_overlap(job.text, stop) for stop in job.stop), default=0)
+            self._flush(job, len(job.text) - hold)
         return self._check_length(job)
 
     def _check_length(self, job: _Job) -> bool:
         if len(job.generated) >= job.max_tokens:
-            self._flush(job, len(job.text), final=True)
+            self._flush(job, len(job.text))
             self._finish(job, "length")
             return False
         return True
 
     @staticmethod
-    def _flush(job: _Job, end: int, final: bool = False) -> None:
-        """Hand out the text up to byte ``end`` (whole characters only); a non-streamed job's
-        text goes out only when it ends (``final``)."""
-        if not (final or job.streaming):
-            return
+    def _flush(job: _Job, end: int) -> None:
+        """Hand out the text up to byte ``end`` (whole characters only)."""
         piece = job.text[job.sent : end]
         while piece and _incomplete_utf8(piece):
             piece = piece[:-1]
