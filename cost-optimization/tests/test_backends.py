@@ -197,3 +197,28 @@ async def test_in_process_counters_end_with_their_window_and_reservations_are_fo
     assert await backend.sweep() == 0
     again = await backend.settle("r1", usd_nano=40, tokens=0, fallback=[day], payload="")
     assert again.status == "late"  # unknown now: counted on the fallback counters
+
+
+async def test_counter_names_and_amounts_reach_the_scripts_intact(
+    backend_factory: Factory,
+) -> None:
+    """Holds travel to Redis packed as one JSON argument (of strings): names with quotes,
+    separators and non-ASCII text, and large amounts must come back unchanged."""
+    backend = backend_factory()
+    names = ['b|team:"q"|d2026', "b|user:caf\u00e9\\n|total", "b|key:[1,2]|m2026-01", "e|\u2603|x"]
+    big = 10**15 + 1  # a million USD and one nano-USD
+    try:
+        holds = [usd(name, big, limit=10**16) for name in names]
+        outcome = await backend.reserve("packed", holds)
+        assert outcome.ok and [c.counter for c in outcome.changes] == names
+        assert await backend.usage(names) == dict.fromkeys(names, big)
+        settled = await backend.settle("packed", usd_nano=7, tokens=0, fallback=[], payload="")
+        assert {(c.counter, c.after) for c in settled.changes} == {(n, 7) for n in names}
+        # a reservation the backend never saw settles on the fallback holds, names intact
+        late = await backend.settle(
+            "unknown", usd_nano=big, tokens=0, fallback=[usd(n, 0) for n in names], payload=""
+        )
+        assert late.status == "late"
+        assert await backend.usage(names) == dict.fromkeys(names, big + 7)
+    finally:
+        await backend.close()

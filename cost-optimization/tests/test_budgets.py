@@ -249,6 +249,30 @@ async def test_unsettled_reservations_expire_and_late_settles_still_count(
     assert (await engine.usage(alice))[0].used == Decimal("0.3")
 
 
+async def test_each_call_counts_in_the_window_of_its_own_moment(
+    make_engine: Engine, make_chat: Any, alice: Principal
+) -> None:
+    """Windows and counter keys are remembered between calls; a call after midnight (or back
+    before it, on a clock that steps back) must still land in its own day's counter."""
+    engine = make_engine([{"scope": "team", "period": "daily", "limit_usd": "1"}])
+    midnight = 1_750_032_000.0  # 2025-06-16T00:00:00Z
+    clock = [midnight - 0.5]
+    engine._clock = lambda: clock[0]
+    engine.backend._clock = lambda: clock[0]  # type: ignore[attr-defined]
+    await engine.reserve(alice, make_chat(), Decimal("0.6"))
+    [before] = await engine.usage(alice)
+    assert (before.window, before.used) == ("d2025-06-15", Decimal("0.6"))
+    clock[0] = midnight  # the first instant of the next day
+    await engine.reserve(alice, make_chat(), Decimal("0.6"))  # the old day's 0.6 no longer counts
+    [after] = await engine.usage(alice)
+    assert (after.window, after.used) == ("d2025-06-16", Decimal("0.6"))
+    clock[0] = midnight - 1e-6
+    [back] = await engine.usage(alice)
+    assert (back.window, back.used) == ("d2025-06-15", Decimal("0.6"))
+    with pytest.raises(BudgetExceeded):  # 0.6 + 0.6 > 1 within that day
+        await engine.reserve(alice, make_chat(), Decimal("0.6"))
+
+
 async def test_concurrent_reservations_in_one_process_never_overshoot(
     make_engine: Engine, make_chat: Any, alice: Principal, ledger: SQLiteSpendLedger
 ) -> None:

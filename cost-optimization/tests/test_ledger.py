@@ -13,7 +13,12 @@ from typing import Any
 
 import pytest
 
-from genai_factory.cost.ledger import PostgresSpendLedger, SQLiteSpendLedger, parse_scope
+from genai_factory.cost.ledger import (
+    _ROWS_PER_STATEMENT,
+    PostgresSpendLedger,
+    SQLiteSpendLedger,
+    parse_scope,
+)
 from genai_factory.shared.contracts import SpendLedger
 from genai_factory.shared.errors import ConfigError, ServiceUnavailable, ValidationError
 from genai_factory.shared.models import CostRecord
@@ -171,6 +176,22 @@ async def test_an_unreachable_database_is_a_503_without_the_dsn() -> None:
         with pytest.raises(ServiceUnavailable) as caught:
             await attempt
         assert "hunter2" not in str(caught.value) and caught.value.status == 503
+
+
+async def test_a_batch_larger_than_one_statement_is_stored_once(tmp_path: Path) -> None:
+    """The SQLite ledger inserts many rows per statement; a batch spanning several statements,
+    with repeats inside it and of stored rows, keeps one row per request id."""
+    ledger = SQLiteSpendLedger(tmp_path / "ledger.sqlite3")
+    try:
+        size = 3 * _ROWS_PER_STATEMENT + 5
+        batch = [call(f"r{i}", "0.01", JAN + i, team_id="t1") for i in range(size)]
+        assert await ledger.record_many(batch[:10]) == 10
+        assert await ledger.record_many([*batch, *batch[:3]]) == size - 10
+        assert await ledger.total("team:t1") == Decimal("0.01") * size
+        stored = await ledger.records("team:t1", limit=10 * size)
+        assert sorted(r.request_id for r in stored) == sorted(f"r{i}" for i in range(size))
+    finally:
+        await ledger.close()
 
 
 async def test_record_many_writes_a_batch_once(any_ledger: Any) -> None:

@@ -246,6 +246,11 @@ class _Counter:
     key: str
 
 
+# Counters remembered per engine (budget, scope and window): enough for every active key of a
+# large deployment; cleared when full, which only costs recomputing them.
+_COUNTER_CACHE_SIZE = 4096
+
+
 def _counter_key(budget: Budget, scope: str, window: PeriodWindow) -> str:
     kind, _, value = scope.partition(":")
     # quote() every part: ids are caller-controlled and must not forge another counter's key
@@ -347,6 +352,8 @@ class BudgetPolicyEngine:
         self._seeded: set[str] = set()
         self._recovered = False
         self._clock: Callable[[], float] = time.time
+        self._windows: dict[Period, tuple[float, float | None, PeriodWindow]] = {}
+        self._counter_cache: dict[tuple[str, str, str], _Counter] = {}
 
     def to_params(self) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -475,9 +482,31 @@ class BudgetPolicyEngine:
             if value is None or (budget.id is not None and value != budget.id):
                 continue
             scope = f"{budget.scope}:{value}"
-            window = period_window(budget.period, moment)
-            counters.append(_Counter(budget, scope, window, _counter_key(budget, scope, window)))
+            window = self._window(budget.period, moment)
+            cache_key = (budget.name, scope, window.key)
+            counter = self._counter_cache.get(cache_key)
+            if counter is None:
+                if len(self._counter_cache) >= _COUNTER_CACHE_SIZE:
+                    self._counter_cache.clear()  # ids seen long ago or windows now over
+                counter = _Counter(budget, scope, window, _counter_key(budget, scope, window))
+                self._counter_cache[cache_key] = counter
+            counters.append(counter)
         return counters
+
+    def _window(self, period: Period, moment: float) -> PeriodWindow:
+        """The period's window at ``moment``; the last one found is reused while it holds.
+
+        Why: every reserve and settle asks for each budget's window, and building one (exact
+        flooring, calendar arithmetic) costs more than the rest of the counter lookup.
+        """
+        cached = self._windows.get(period)
+        if cached is not None:
+            start_s, end_s, window = cached
+            if start_s <= moment and (end_s is None or moment < end_s):
+                return window
+        window = period_window(period, moment)
+        self._windows[period] = (window.start_epoch_s, window.end_epoch_s, window)
+        return window
 
     @staticmethod
     def _expire_at(window: PeriodWindow) -> int:

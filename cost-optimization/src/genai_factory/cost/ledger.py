@@ -83,6 +83,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _PICO = Decimal(10) ** 12
 # records turned into rows per slice of a batch before the event loop runs other work again
 _BUILD_SLICE = 16
+# rows per INSERT statement: 18 values each stays under 999, the lowest bound-parameter limit
+# any SQLite build may have
+_ROWS_PER_STATEMENT = 999 // (len(_COLUMNS) + 1)
 # SQL text is built only from the fixed column names above, a validated table name and
 # placeholders; every value travels as a bound parameter.
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -249,12 +252,17 @@ class SQLiteSpendLedger:
             # one transaction, so one fsync'd commit for the whole batch (group commit)
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany(
-                    f"INSERT INTO cost_records ({', '.join(_COLUMNS)}, cost_pico) "  # noqa: S608
-                    f"VALUES ({', '.join('?' * (len(_COLUMNS) + 1))}) "
-                    "ON CONFLICT (request_id) DO NOTHING",
-                    rows,
-                )
+                # Many rows per statement: `executemany` releases and re-takes the GIL around
+                # every row's step, and each hand-back can make the event loop wait for it.
+                placeholder = f"({', '.join('?' * (len(_COLUMNS) + 1))})"
+                for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+                    chunk = rows[start : start + _ROWS_PER_STATEMENT]
+                    conn.execute(
+                        f"INSERT INTO cost_records ({', '.join(_COLUMNS)}, cost_pico) "  # noqa: S608
+                        f"VALUES {', '.join([placeholder] * len(chunk))} "
+                        "ON CONFLICT (request_id) DO NOTHING",
+                        [value for row in chunk for value in row],
+                    )
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
