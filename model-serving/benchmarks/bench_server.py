@@ -11,7 +11,10 @@ Prompts: questions of the BoolQ validation split (CC BY-SA 3.0), which ships ins
 instructions is used and the results say so.
 
 ``python -m llama_cpp.server`` serves one sequence at a time (requests take turns on one
-context). Our llama.cpp engine batches: ``--parallel`` sequences share each decode step.
+context). Our server runs in two configurations beside it, all three up and taking turns: the
+engine batching every slot (``--parallel``) over one shared KV cache, and the engine as a queue
+(batch width 1) that keeps a prompt cache per slot. Which one wins depends on whether a batched
+decode step is cheaper than that many single ones on the machine (see the README).
 
 Usage: python benchmarks/bench_server.py [--requests N] [--max-tokens 16,32,48,32]
        [--concurrency 1,4,16] [--parallel 16] [--rounds 3]
@@ -119,8 +122,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_ours(port: int, args: argparse.Namespace, workdir: Path) -> subprocess.Popen[bytes]:
-    config = workdir / "serving.yaml"
+# Our engine's configurations, each a server of its own in the same run: (name, batch width
+# (None: every slot), one KV cache shared by the slots)
+OURS: list[tuple[str, int | None, bool]] = [
+    ("genai-factory (batched, shared KV)", None, True),
+    ("genai-factory (queue, batch width 1)", 1, False),
+]
+
+
+def start_ours(
+    port: int,
+    args: argparse.Namespace,
+    workdir: Path,
+    width: int | None,
+    kv_unified: bool,
+) -> subprocess.Popen[bytes]:
+    config = workdir / f"serving-{port}.yaml"
     config.write_text(
         "serving:\n"
         "  embeddings: []\n"
@@ -133,7 +150,8 @@ def start_ours(port: int, args: argparse.Namespace, workdir: Path) -> subprocess
         "      engine:\n"
         "        type: genai_factory.serving.engines.llamacpp:LlamaCppChatModel\n"
         f"        params: {{model: smollm2, context_window: {args.ctx}, threads: {args.threads}, "
-        f"parallel: {args.parallel}}}\n"
+        f"parallel: {args.parallel}, batch_width: {json.dumps(width)}, "
+        f"kv_unified: {json.dumps(kv_unified)}}}\n"
     )
     command = [
         sys.executable,
@@ -286,24 +304,23 @@ def table(levels: list[dict[str, Any]]) -> str:
 
 
 def comparison(levels: list[dict[str, Any]]) -> str:
-    """Ours against theirs per client count: throughput ratio and p99 latency."""
+    """Each of our configurations against theirs per client count: throughput ratio and p99."""
     by = {(level["server"], level["concurrency"]): level for level in levels}
     lines = [
-        "| clients | tokens/s: ours / llama_cpp.server | p99 latency (s): ours / llama_cpp.server |",
-        "|---|---|---|",
+        "| ours | clients | tokens/s: ours / llama_cpp.server | p99 latency (s): ours / llama_cpp.server |",
+        "|---|---|---|---|",
     ]
-    for concurrency in sorted({level["concurrency"] for level in levels}):
-        ours, theirs = (
-            by.get(("genai-factory", concurrency)),
-            by.get(("llama_cpp.server", concurrency)),
-        )
-        if ours is None or theirs is None:
-            continue
-        ratio = ours["tokens_per_s"] / theirs["tokens_per_s"] if theirs["tokens_per_s"] else 0.0
-        lines.append(
-            f"| {concurrency} | {ours['tokens_per_s']:.1f} / {theirs['tokens_per_s']:.1f} "
-            f"(**{ratio:.2f}x**) | {ours['p99_s']:.2f} / {theirs['p99_s']:.2f} |"
-        )
+    for name, _, _ in OURS:
+        for concurrency in sorted({level["concurrency"] for level in levels}):
+            ours, theirs = by.get((name, concurrency)), by.get(("llama_cpp.server", concurrency))
+            if ours is None or theirs is None:
+                continue
+            tokens = theirs["tokens_per_s"]
+            ratio = ours["tokens_per_s"] / tokens if tokens else 0.0
+            lines.append(
+                f"| {name} | {concurrency} | {ours['tokens_per_s']:.1f} / {tokens:.1f} "
+                f"(**{ratio:.2f}x**) | {ours['p99_s']:.2f} / {theirs['p99_s']:.2f} |"
+            )
     return "\n".join(lines)
 
 
@@ -312,19 +329,17 @@ async def main(args: argparse.Namespace) -> None:
     levels: list[dict[str, Any]] = []
     prompts, source = boolq_questions(args.requests)
     with tempfile.TemporaryDirectory() as workdir:
-        ours_port, theirs_port = free_port(), free_port()
-        servers = {
-            "genai-factory": (
-                f"http://127.0.0.1:{ours_port}",
-                "/ready",
-                start_ours(ours_port, args, Path(workdir)),
-            ),
-            "llama_cpp.server": (
-                f"http://127.0.0.1:{theirs_port}",
-                "/v1/models",
-                start_llama_cpp_server(theirs_port, args),
-            ),
-        }
+        servers: dict[str, tuple[str, str, subprocess.Popen[bytes]]] = {}
+        for name, width, kv_unified in OURS:
+            port = free_port()
+            process = start_ours(port, args, Path(workdir), width, kv_unified)
+            servers[name] = (f"http://127.0.0.1:{port}", "/ready", process)
+        theirs_port = free_port()
+        servers["llama_cpp.server"] = (
+            f"http://127.0.0.1:{theirs_port}",
+            "/v1/models",
+            start_llama_cpp_server(theirs_port, args),
+        )
         try:
             for base, ready_path, process in servers.values():
                 await wait_ready(base, ready_path, process)
@@ -334,8 +349,10 @@ async def main(args: argparse.Namespace) -> None:
             runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
             for round_index in range(args.rounds):
                 for index, concurrency in enumerate(args.concurrency):
-                    flip = (index + round_index) % 2 == 1
-                    order = list(reversed(servers)) if flip else list(servers)
+                    # every server takes each place in the order in turn
+                    names = list(servers)
+                    shift = (index + round_index) % len(names)
+                    order = names[shift:] + names[:shift]
                     for name in order:
                         level = await run_level(
                             servers[name][0], prompts, concurrency, args.max_tokens
@@ -343,12 +360,13 @@ async def main(args: argparse.Namespace) -> None:
                         level["server"] = name
                         runs.setdefault((name, concurrency), []).append(level)
                         print(
-                            f"  round {round_index + 1} {name:<16} c={concurrency:<3} "
+                            f"  round {round_index + 1} {name:<37} c={concurrency:<3} "
                             f"{level['tokens_per_s']:.1f} tokens/s "
                             f"p50 {level['p50_s']:.2f}s p99 {level['p99_s']:.2f}s",
                             flush=True,
                         )
             levels = [median_level(rounds) for rounds in runs.values()]
+            widths = {name: await measured_width(servers[name][0]) for name, _, _ in OURS}
         finally:
             await asyncio.gather(*(stop(process) for _, _, process in servers.values()))
     levels.sort(key=lambda level: (level["server"], level["concurrency"]))
@@ -379,6 +397,11 @@ async def main(args: argparse.Namespace) -> None:
             "concurrency": args.concurrency,
             "prompts": source,
             "parallel_slots_ours": args.parallel,
+            "ours": [
+                {"server": name, "batch_width": width, "kv_unified": kv_unified}
+                for name, width, kv_unified in OURS
+            ],
+            "batch_width_running": widths,
             "rounds": args.rounds,
             "order": (
                 "both servers up; per level one after the other, order alternating by level "
@@ -393,6 +416,16 @@ async def main(args: argparse.Namespace) -> None:
     print()
     print(results["table"])
     print(f"\nwritten: {RESULTS}")
+
+
+async def measured_width(base: str) -> float | None:
+    """The batch width our engine ran with, as its /metrics gauge reports it."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        text = (await http.get(f"{base}/metrics")).text
+    for line in text.splitlines():
+        if line.startswith("gf_serving_engine_stat{") and 'stat="batch_width"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return None
 
 
 def parse_args() -> argparse.Namespace:

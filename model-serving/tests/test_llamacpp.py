@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 
@@ -128,6 +129,25 @@ def test_builds_from_config_and_dumps_back() -> None:
 def test_bad_engine_params_are_rejected(params: dict[str, int]) -> None:
     with pytest.raises(ValueError, match="at least"):
         LlamaCppChatModel("smollm2", **params)
+
+
+@pytest.mark.parametrize("width", [0, 5, -1, True, 2.0, "auto"])
+def test_a_batch_width_outside_one_to_parallel_is_rejected(width: Any) -> None:
+    with pytest.raises(ValueError, match="batch_width"):
+        LlamaCppChatModel("smollm2", parallel=4, batch_width=width)
+
+
+@pytest.mark.parametrize("flag", ["yes", 1, None])
+def test_kv_unified_must_be_a_boolean(flag: Any) -> None:
+    with pytest.raises(ValueError, match="kv_unified"):
+        LlamaCppChatModel("smollm2", kv_unified=flag)
+
+
+def test_batch_width_and_kv_unified_round_trip_through_config() -> None:
+    model = LlamaCppChatModel("smollm2", parallel=8, batch_width=2, kv_unified=True)
+    rebuilt = build_component(dump_component(model), ChatModel)
+    assert isinstance(rebuilt, LlamaCppChatModel)
+    assert (rebuilt.batch_width, rebuilt.kv_unified, rebuilt.parallel) == (2, True, 8)
 
 
 async def test_text_parts_are_read_and_other_parts_refused(smollm2: LlamaCppChatModel) -> None:

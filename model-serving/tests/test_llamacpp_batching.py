@@ -185,6 +185,60 @@ async def test_a_wave_of_new_requests_computes_the_shared_prefix_once() -> None:
 
 
 @pytest.mark.integration
+async def test_a_batch_width_of_one_serves_requests_one_after_another(
+    reference: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # four slots keep four prompt caches, but only one sequence runs at a time: every decode
+    # step holds one sequence, and the answers are the one-at-a-time ones
+    from genai_factory.serving.engines import llamacpp
+
+    widths: list[int] = []
+    real_step = llamacpp._BatchLoop._step
+
+    def watched(loop: Any) -> None:
+        widths.append(len(loop.running))
+        real_step(loop)
+
+    monkeypatch.setattr(llamacpp._BatchLoop, "_step", watched)
+    model = LlamaCppChatModel("smollm2", context_window=512, threads=1, parallel=4, batch_width=1)
+    try:
+        prompts = PROMPTS[:4]
+        answers = await asyncio.gather(
+            *(model.complete(_request(p, temperature=0, max_tokens=8, seed=0)) for p in prompts)
+        )
+        stats = model.stats()
+    finally:
+        model.close()
+    assert widths and set(widths) == {1}
+    assert stats["batch_width"] == 1 and stats["slots"] == 4
+    for prompt, answer in zip(prompts, answers, strict=True):
+        expected = _expected(reference, prompt, max_tokens=8)
+        assert answer.text() == expected["choices"][0]["message"]["content"]
+
+
+@pytest.mark.integration
+async def test_a_shared_kv_cache_batches_and_keeps_each_sequence_to_its_own_cells(
+    reference: Any,
+) -> None:
+    # one KV cache for every slot: sequences must still attend only over their own cells (a
+    # wrong mask would mix answers); sums round differently, so most answers, not all, match
+    model = LlamaCppChatModel("smollm2", context_window=512, threads=1, parallel=3, kv_unified=True)
+    try:
+        want = [_expected(reference, p)["choices"][0]["message"]["content"] for p in PROMPTS]
+        together = await asyncio.gather(
+            *(model.complete(_request(p, temperature=0, max_tokens=20)) for p in PROMPTS)
+        )
+        again = await model.complete(_request(PROMPTS[0], temperature=0, max_tokens=20))
+        stats = model.stats()
+    finally:
+        model.close()
+    same = sum(got.text() == text for got, text in zip(together, want, strict=True))
+    assert same >= len(PROMPTS) // 2
+    assert again.text().split()[:3] == want[0].split()[:3]
+    assert stats["prompt_tokens_cached_total"] > 0 and stats["batch_width"] == 3
+
+
+@pytest.mark.integration
 async def test_a_non_streamed_answer_crosses_threads_once(
     batched: LlamaCppChatModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -15,6 +15,14 @@ Answers, streamed or not, are made token by token: closing a stream or cancellin
 awaits an answer (a client that disconnects) drops the sequence at the next step, which frees
 its slot for the next request.
 
+``batch_width`` caps how many sequences run together (default: every slot). Batching pays only
+where a step over several sequences costs less than that many single steps. On a CPU where the
+model is compute-bound it does not: each answer then takes as many steps as it has tokens, at
+the pace of the whole batch, while a queue serves each one at full speed once its turn comes,
+so the same throughput comes with a longer tail. ``batch_width=1`` makes the engine a queue
+that still keeps ``parallel`` prompt caches (a request takes the slot that shares the longest
+prefix with it). Measure on the target machine: ``benchmarks/bench_server.py --batch-width``.
+
 The engine reaches into a few private parts of llama-cpp-python (``Llama._model``,
 ``Llama._chat_handlers``, ``llama_cpp._internals``): the version is pinned (0.3.36) and the tests
 compare its answers with ``Llama``'s own.
@@ -140,7 +148,15 @@ class _Job:
 class _BatchLoop:
     """The worker thread that owns the llama.cpp context and runs every sequence."""
 
-    def __init__(self, llama: Llama, parallel: int, context_window: int, threads: int) -> None:
+    def __init__(
+        self,
+        llama: Llama,
+        parallel: int,
+        context_window: int,
+        threads: int,
+        width: int | None = None,
+        kv_unified: bool = False,
+    ) -> None:
         import llama_cpp
         from llama_cpp import _internals
 
@@ -158,9 +174,11 @@ class _BatchLoop:
         params.n_seq_max = parallel
         params.n_threads = threads
         params.n_threads_batch = threads
-        # one KV stream per slot: a sequence attends over its own cache only (and its results do
-        # not depend on what else is in the batch, so greedy answers repeat under load)
-        params.kv_unified = False
+        # kv_unified False: one KV stream per slot, so a sequence attends over its own cache only
+        # and its results do not depend on what else is in the batch (greedy answers repeat
+        # under load). True: one shared cache (a sequence's own cells masked in), which llama.cpp
+        # decodes faster in a batch; a slot's window is still held to context_window here.
+        params.kv_unified = kv_unified
         self.context = _internals.LlamaContext(model=llama._model, params=params, verbose=False)
         self.memory = llama_cpp.llama_get_memory(self.context.ctx)
         self.batch = llama_cpp.llama_batch_init(_BATCH_TOKENS, 0, 1)
@@ -176,6 +194,8 @@ class _BatchLoop:
         self.cached_total = 0
         self.copies = 0
         self.steps = 0
+        # sequences admitted to run together (at most every slot)
+        self.width = parallel if width is None else min(width, parallel)
         self.thread = threading.Thread(target=self._run, name="llamacpp-batch", daemon=True)
         self.thread.start()
 
@@ -209,6 +229,7 @@ class _BatchLoop:
             "batch_size": float(busy),
             "waiting": float(waiting),
             "slots": float(self.parallel),
+            "batch_width": float(self.width),
             "kv_tokens_used": float(sum(job.position for job in running)),
             "kv_tokens_total": float(self.parallel * self.context_window),
             "tokens_generated_total": float(self.generated_total),
@@ -261,7 +282,7 @@ class _BatchLoop:
         step and then copies that cache, instead of computing the same tokens again.
         """
         deferred: list[_Job] = []
-        while self.waiting and self.free_slots:
+        while self.waiting and self.free_slots and len(self.running) < self.width:
             job = self.waiting.popleft()
             if job.cancelled.is_set():
                 job.emit("end", ("cancelled", 0))
@@ -481,8 +502,14 @@ class LlamaCppChatModel:
         threads: CPU threads for generation (default: the CPUs this process may use).
         default_max_tokens: the answer's cap when a request sets none.
         seed: the sampler's seed when a request sets none, so runs repeat.
-        parallel: sequences generated together in one batch (each slot holds its own KV cache
-            of ``context_window`` tokens); more requests wait for a free slot.
+        parallel: sequence slots (each holds its own KV cache of ``context_window`` tokens);
+            more requests wait for a free slot.
+        batch_width: how many slots generate together in one batch (``None``: every slot; see
+            the module docstring for when fewer answer sooner).
+        kv_unified: one KV cache shared by every slot instead of one per slot. llama.cpp decodes
+            a batch over it faster on a CPU (measured in the README's server benchmark), but a
+            sequence's sums then depend on what else is cached, so greedy answers can differ
+            under load where a near-tie flips (the default keeps them repeatable).
     """
 
     def __init__(
@@ -493,6 +520,8 @@ class LlamaCppChatModel:
         default_max_tokens: int = 256,
         seed: int = 0,
         parallel: int = 4,
+        batch_width: int | None = None,
+        kv_unified: bool = False,
     ) -> None:
         if context_window < 64:
             raise ValueError("context_window must be at least 64 tokens")
@@ -500,12 +529,22 @@ class LlamaCppChatModel:
             raise ValueError("default_max_tokens must be at least 1")
         if not 1 <= parallel <= 256:
             raise ValueError("parallel must be at least 1 and at most 256")
+        if batch_width is not None and (
+            isinstance(batch_width, bool)
+            or not isinstance(batch_width, int)
+            or not 1 <= batch_width <= parallel
+        ):
+            raise ValueError("batch_width must be a whole number from 1 to parallel, or null")
+        if not isinstance(kv_unified, bool):
+            raise ValueError("kv_unified must be true or false")
         self.model = model
         self.context_window = context_window
         self.threads = threads
         self.default_max_tokens = default_max_tokens
         self.seed = seed
         self.parallel = parallel
+        self.batch_width = batch_width
+        self.kv_unified = kv_unified
         self._path: Path = resolve_model_path(model)
         self._llama: Llama | None = None
         self._loop: _BatchLoop | None = None
@@ -527,7 +566,14 @@ class LlamaCppChatModel:
                     verbose=False,
                 )
                 try:
-                    self._loop = _BatchLoop(llama, self.parallel, self.context_window, threads)
+                    self._loop = _BatchLoop(
+                        llama,
+                        self.parallel,
+                        self.context_window,
+                        threads,
+                        self.batch_width,
+                        self.kv_unified,
+                    )
                 except BaseException:
                     llama.close()
                     raise
@@ -826,6 +872,8 @@ class LlamaCppChatModel:
             "default_max_tokens": self.default_max_tokens,
             "seed": self.seed,
             "parallel": self.parallel,
+            "batch_width": self.batch_width,
+            "kv_unified": self.kv_unified,
         }
 
 
