@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import random
@@ -190,7 +191,13 @@ def main() -> int:
     stored = store.count_spans()
     db_mib = sum(p.stat().st_size for p in folder.glob("bulk.db*")) / 2**20
 
-    # 3. console queries on the full store
+    # 3. console queries on the full store. The console's process does not hold the ingested
+    # rows; this one did (a million row objects), and a full garbage collection over them once
+    # landed inside a timed query (1.2-1.4 s, the first "requests" call). Drop them first.
+    sample_spans, cost_count = len(spans), len(costs)
+    rss_growth = round(rss_mib() - rss_before, 1)
+    del batches, costs, spans
+    gc.collect()
     queries = asyncio.run(query_latencies(store, trace_ids, args.repeat))
     store.close()
 
@@ -201,7 +208,7 @@ def main() -> int:
             "spans": total_spans,
             "batch": BATCH,
             "repeat": args.repeat,
-            "exporter_sample_spans": len(spans),
+            "exporter_sample_spans": sample_spans,
         },
         "exporter_path_spans_per_s": round(exporter_rate),
         "bulk_ingest": {
@@ -209,10 +216,10 @@ def main() -> int:
             "stored": stored,
             "seconds": round(span_seconds, 1),
             "spans_per_s": round(total_spans / span_seconds),
-            "cost_records": len(costs),
-            "cost_records_per_s": round(len(costs) / cost_seconds),
+            "cost_records": cost_count,
+            "cost_records_per_s": round(cost_count / cost_seconds),
             "database_mib": round(db_mib),
-            "rss_growth_mib": round(rss_mib() - rss_before, 1),
+            "rss_growth_mib": rss_growth,
         },
         "console_queries": queries,
         "goal_ms": 200,
@@ -234,7 +241,7 @@ def main() -> int:
     for name, row in queries.items():
         print(f"| {name} | {row['median_ms']} | {row['p95_ms']} |")
     print(f"\nwrote {path}")
-    print(json.dumps({"all_under_goal": all(r["p95_ms"] < 200 for r in queries.values())}))
+    print(json.dumps({"all_under_goal": all(r["max_ms"] < 200 for r in queries.values())}))
     return 0
 
 
