@@ -344,8 +344,8 @@ async def main(args: argparse.Namespace) -> None:
             for base, ready_path, process in servers.values():
                 await wait_ready(base, ready_path, process)
                 await run_level(base, prompts[:2], 1, args.max_tokens)  # warm-up
-            # both stay up and take turns level by level (in alternating order), so that a
-            # shared machine's changing load falls on both alike
+            # all stay up and take turns level by level (in rotating order), so that a shared
+            # machine's changing load falls on each alike
             runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
             for round_index in range(args.rounds):
                 for index, concurrency in enumerate(args.concurrency):

@@ -86,6 +86,10 @@ _BUILD_SLICE = 16
 # rows per INSERT statement: 18 values each stays under 999, the lowest bound-parameter limit
 # any SQLite build may have
 _ROWS_PER_STATEMENT = 999 // (len(_COLUMNS) + 1)
+# one row's placeholders, and the INSERT around any number of them (fixed column names only)
+_ROW_MARKS = f"({', '.join('?' * (len(_COLUMNS) + 1))})"
+_INSERT_HEAD = f"INSERT INTO cost_records ({', '.join(_COLUMNS)}, cost_pico) VALUES "  # noqa: S608
+_INSERT_TAIL = " ON CONFLICT (request_id) DO NOTHING"
 # SQL text is built only from the fixed column names above, a validated table name and
 # placeholders; every value travels as a bound parameter.
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -237,12 +241,7 @@ class SQLiteSpendLedger:
     def _insert(self, record: CostRecord) -> bool:
         row = _insert_row(record)
         with self._lock:
-            cursor = self._connection().execute(
-                f"INSERT INTO cost_records ({', '.join(_COLUMNS)}, cost_pico) "  # noqa: S608
-                f"VALUES ({', '.join('?' * (len(_COLUMNS) + 1))}) "
-                "ON CONFLICT (request_id) DO NOTHING",
-                row,
-            )
+            cursor = self._connection().execute(_INSERT_HEAD + _ROW_MARKS + _INSERT_TAIL, row)
             return cursor.rowcount == 1
 
     def _insert_rows(self, rows: Sequence[tuple[Any, ...]]) -> int:
@@ -254,13 +253,10 @@ class SQLiteSpendLedger:
             try:
                 # Many rows per statement: `executemany` releases and re-takes the GIL around
                 # every row's step, and each hand-back can make the event loop wait for it.
-                placeholder = f"({', '.join('?' * (len(_COLUMNS) + 1))})"
                 for start in range(0, len(rows), _ROWS_PER_STATEMENT):
                     chunk = rows[start : start + _ROWS_PER_STATEMENT]
                     conn.execute(
-                        f"INSERT INTO cost_records ({', '.join(_COLUMNS)}, cost_pico) "  # noqa: S608
-                        f"VALUES {', '.join([placeholder] * len(chunk))} "
-                        "ON CONFLICT (request_id) DO NOTHING",
+                        _INSERT_HEAD + ", ".join([_ROW_MARKS] * len(chunk)) + _INSERT_TAIL,
                         [value for row in chunk for value in row],
                     )
                 conn.execute("COMMIT")

@@ -21,7 +21,7 @@ model is compute-bound it does not: each answer then takes as many steps as it h
 the pace of the whole batch, while a queue serves each one at full speed once its turn comes,
 so the same throughput comes with a longer tail. ``batch_width=1`` makes the engine a queue
 that still keeps ``parallel`` prompt caches (a request takes the slot that shares the longest
-prefix with it). Measure on the target machine: ``benchmarks/bench_server.py --batch-width``.
+prefix with it). Measure on the target machine: ``benchmarks/bench_server.py`` runs both.
 
 The engine reaches into a few private parts of llama-cpp-python (``Llama._model``,
 ``Llama._chat_handlers``, ``llama_cpp._internals``): the version is pinned (0.3.36) and the tests
