@@ -69,18 +69,17 @@ def overhead_section(data: dict[str, Any]) -> list[str]:
     ours = rows.get("ours")
     lines.append("")
     if ours is not None:
-        met = ours["added_us_per_call"] < goal
+        path, total = ours["added_us_per_call"], ours["added_us_incl_background"]
+
+        def verdict(value: float) -> str:
+            return "met" if value < goal else "not met"
+
+        # Both readings, each judged: the time a call waits, and the CPU the export adds later.
         lines.append(
-            f"Goal: under {goal} µs added per model-call span. "
-            + (
-                f"Met in this run: ours adds {ours['added_us_per_call']:.1f} µs on the "
-                f"request path ({ours['added_us_incl_background']:.1f} µs with the background "
-                "export)."
-                if met
-                else f"Not met in this run: ours adds {ours['added_us_per_call']:.1f} µs on "
-                f"the request path ({ours['added_us_incl_background']:.1f} µs with the "
-                f"background export), where the bare SDK's span alone adds {bare:.1f} µs."
-            )
+            f"Goal: under {goal} µs added per model-call span. On the request path: "
+            f"{verdict(path)} in this run ({path:.1f} µs); including the background export to "
+            f"SQLite: {verdict(total)} ({total:.1f} µs). The bare SDK's span alone adds "
+            f"{bare:.1f} µs."
         )
         sdk_hist = rows.get("ours, SDK-aggregated histograms")
         if sdk_hist is not None:

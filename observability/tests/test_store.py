@@ -7,6 +7,7 @@ import random
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -377,3 +378,88 @@ def test_exported_attributes_are_json_that_reads_back_the_same(
     assert json.loads(row.attributes) == expected
     assert row.events is not None
     assert json.loads(row.events)[0]["attributes"] == expected
+
+
+def test_traces_that_share_their_index_key_stay_apart(tmp_path: Path) -> None:
+    # the index holds the first 15 hex digits only: ids equal up to there must not mix
+    store = TelemetryStore(tmp_path / "t.db")
+    first, second = "abc" + "0" * 12 + "1" * 17, "abc" + "0" * 12 + "2" * 17
+    base = _fields(row(1, 1, start_ms=0, duration_ms=1))
+    store.write_spans([SpanRow(**{**base, "trace_id": trace_id}) for trace_id in (first, second)])
+    assert [span["trace_id"] for span in store.trace(first)] == [first]
+    assert [span["trace_id"] for span in store.trace(second)] == [second]
+    assert {r["trace_id"] for r in store.recent_requests(limit=10)} == {first, second}
+    assert all(r["spans"] == 1 for r in store.recent_requests(limit=10))
+    store.close()
+
+
+@given(trace_id=st.text(min_size=0, max_size=40))
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_any_trace_id_text_is_stored_and_found_again(tmp_path: Path, trace_id: str) -> None:
+    # rows written by hand (or by another tool) may carry ids that are not hex at all
+    store = TelemetryStore(tmp_path / f"{uuid.uuid4().hex}.db")
+    span = SpanRow(**{**_fields(row(1, 1, start_ms=0, duration_ms=1)), "trace_id": trace_id})
+    assert store.write_spans([span]) == 1
+    assert [s["trace_id"] for s in store.trace(trace_id)] == [trace_id]
+    store.close()
+
+
+def test_a_store_written_by_schema_3_is_migrated_and_keeps_its_traces(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    store = TelemetryStore(path)
+    store.write_spans(
+        [row(7, 1, start_ms=0, duration_ms=2), row(7, 2, start_ms=1, duration_ms=1, parent=1)]
+    )
+    store.close()
+    # turn it back into what version 3 wrote: no trace_key column, an index on the id text
+    conn = sqlite3.connect(path)
+    conn.execute("DROP INDEX spans_trace_key")
+    conn.execute("ALTER TABLE spans DROP COLUMN trace_key")
+    conn.execute("CREATE INDEX spans_trace ON spans(trace_id)")
+    conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+
+    store = TelemetryStore(path)
+    assert [s["span_id"] for s in store.trace(f"{7:032x}")] == [f"{1:016x}", f"{2:016x}"]
+    store.close()
+    conn = sqlite3.connect(path)
+    indexes = {
+        name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")
+    }
+    version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+    plan = " ".join(
+        str(r[-1])
+        for r in conn.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM spans WHERE trace_key = 1 AND trace_id = 'x'"
+        )
+    )
+    conn.close()
+    assert "spans_trace_key" in indexes and "spans_trace" not in indexes
+    assert version == "4"
+    assert "spans_trace_key" in plan  # the lookup uses the index, not a scan
+
+
+def test_span_to_row_reads_attributes_from_any_readable_span() -> None:
+    # a ReadableSpan built by hand (another SDK's spans, a test) has no SDK-internal dict
+    from opentelemetry.sdk.trace import ReadableSpan as Readable
+    from opentelemetry.trace import SpanContext, TraceFlags
+
+    context = SpanContext(trace_id=5, span_id=6, is_remote=False, trace_flags=TraceFlags(1))
+    span = Readable(
+        name="chat m",
+        context=context,
+        attributes={"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 4},
+        start_time=1,
+        end_time=3,
+    )
+    converted = span_to_row(span)
+    assert converted.operation == "chat" and converted.input_tokens == 4
+    assert json.loads(converted.attributes)["gen_ai.usage.input_tokens"] == 4
+    assert converted.trace_id == f"{5:032x}" and converted.kind == "INTERNAL"
+
+
+def _fields(span: SpanRow) -> dict[str, Any]:
+    return {name: getattr(span, name) for name in SpanRow.__dataclass_fields__}

@@ -64,13 +64,30 @@ def _signals(events: Sequence[Event]) -> list[tuple[str, str, str]]:
     return found
 
 
+def _attributes(span: ReadableSpan) -> dict[str, Any]:
+    """The span's attributes as a plain dict, read-only.
+
+    ``ReadableSpan.attributes`` is a read-only view over the SDK's ``BoundedAttributes``, and
+    copying it goes through Python-level ``__iter__``/``__getitem__`` per key (2 µs of a model
+    call's ~13 attributes, on every exported span); the SDK keeps the values in a plain dict,
+    which is used directly when it is there.
+    """
+    bounded = getattr(span, "_attributes", None)
+    plain = getattr(bounded, "_dict", None)
+    if isinstance(plain, dict):
+        return plain
+    return dict(span.attributes or {})
+
+
 def span_to_row(span: ReadableSpan) -> SpanRow:
     """Flatten a finished span into a :class:`SpanRow` (typed columns + JSON attributes)."""
     ctx = span.get_span_context()
     parent = span.parent
-    attrs = dict(span.attributes or {})
+    attrs = _attributes(span)
+    get = attrs.get
     span_events = span.events  # a fresh tuple on every access: read it once
     events = None
+    signals: list[tuple[str, str, str]] = []
     if span_events:
         events = _dumps(
             [
@@ -78,36 +95,38 @@ def span_to_row(span: ReadableSpan) -> SpanRow:
                 for e in span_events
             ]
         )
-    ttft = attrs.get(sc.RESPONSE_TIME_TO_FIRST_CHUNK)
-    cost = attrs.get(sc.GF_COST_USD)
-    input_tokens = attrs.get(sc.USAGE_INPUT_TOKENS)
-    output_tokens = attrs.get(sc.USAGE_OUTPUT_TOKENS)
+        signals = _signals(span_events)
+    ttft = get(sc.RESPONSE_TIME_TO_FIRST_CHUNK)
+    cost = get(sc.GF_COST_USD)
+    input_tokens = get(sc.USAGE_INPUT_TOKENS)
+    output_tokens = get(sc.USAGE_OUTPUT_TOKENS)
     start = span.start_time or 0
+    # Enum members' ``_name_`` is the documented raw name; ``.name`` is a slower descriptor.
     return SpanRow(
         trace_id=format(ctx.trace_id, "032x") if ctx else "0" * 32,
         span_id=format(ctx.span_id, "016x") if ctx else "0" * 16,
         parent_span_id=format(parent.span_id, "016x") if parent else None,
         is_root=parent is None or parent.is_remote,
         name=span.name,
-        kind=span.kind.name,
+        kind=span.kind._name_,
         service=str(span.resource.attributes.get("service.name", "")) or None,
         start_ns=start,
         end_ns=span.end_time or start,
-        status=span.status.status_code.name,
-        error_type=_str_or_none(attrs.get(sc.ERROR_TYPE)),
-        operation=_str_or_none(attrs.get(sc.OPERATION_NAME)),
-        provider=_str_or_none(attrs.get(sc.PROVIDER_NAME)),
-        model=_str_or_none(attrs.get(sc.REQUEST_MODEL)),
-        response_model=_str_or_none(attrs.get(sc.RESPONSE_MODEL)),
+        status=span.status.status_code._name_,
+        error_type=_str_or_none(get(sc.ERROR_TYPE)),
+        operation=_str_or_none(get(sc.OPERATION_NAME)),
+        provider=_str_or_none(get(sc.PROVIDER_NAME)),
+        model=_str_or_none(get(sc.REQUEST_MODEL)),
+        response_model=_str_or_none(get(sc.RESPONSE_MODEL)),
         input_tokens=input_tokens if isinstance(input_tokens, int) else None,
         output_tokens=output_tokens if isinstance(output_tokens, int) else None,
         ttft_ms=ttft * 1000 if isinstance(ttft, int | float) else None,
         cost_usd=float(cost) if isinstance(cost, int | float) else None,
-        request_id=_str_or_none(attrs.get(sc.GF_REQUEST_ID)),
-        team_id=_str_or_none(attrs.get(sc.GF_TEAM_ID)),
+        request_id=_str_or_none(get(sc.GF_REQUEST_ID)),
+        team_id=_str_or_none(get(sc.GF_TEAM_ID)),
         attributes=_dumps(attrs),
         events=events,
-        signals=_signals(span_events),
+        signals=signals,
     )
 
 
