@@ -81,8 +81,10 @@ _COLUMNS = (
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _PICO = Decimal(10) ** 12
-# records turned into rows per slice of a batch before the event loop runs other work again
-_BUILD_SLICE = 16
+# records turned into rows per slice of a batch before the event loop runs other work again: one,
+# so the rows are built while callers wait on their own I/O (16 at a time added ~0.3 ms to the
+# call that came next; in an interleaved A/B run the slow tail shrank by 0.03-0.13 ms at p99)
+_BUILD_SLICE = 1
 # rows per INSERT statement: 18 values each stays under 999, the lowest bound-parameter limit
 # any SQLite build may have
 _ROWS_PER_STATEMENT = 999 // (len(_COLUMNS) + 1)
