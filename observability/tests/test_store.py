@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import sqlite3
@@ -384,8 +385,10 @@ def test_traces_that_share_their_index_key_stay_apart(tmp_path: Path) -> None:
     # the index holds the first 15 hex digits only: ids equal up to there must not mix
     store = TelemetryStore(tmp_path / "t.db")
     first, second = "abc" + "0" * 12 + "1" * 17, "abc" + "0" * 12 + "2" * 17
-    base = _fields(row(1, 1, start_ms=0, duration_ms=1))
-    store.write_spans([SpanRow(**{**base, "trace_id": trace_id}) for trace_id in (first, second)])
+    base = row(1, 1, start_ms=0, duration_ms=1)
+    store.write_spans(
+        [dataclasses.replace(base, trace_id=trace_id) for trace_id in (first, second)]
+    )
     assert [span["trace_id"] for span in store.trace(first)] == [first]
     assert [span["trace_id"] for span in store.trace(second)] == [second]
     assert {r["trace_id"] for r in store.recent_requests(limit=10)} == {first, second}
@@ -400,7 +403,7 @@ def test_traces_that_share_their_index_key_stay_apart(tmp_path: Path) -> None:
 def test_any_trace_id_text_is_stored_and_found_again(tmp_path: Path, trace_id: str) -> None:
     # rows written by hand (or by another tool) may carry ids that are not hex at all
     store = TelemetryStore(tmp_path / f"{uuid.uuid4().hex}.db")
-    span = SpanRow(**{**_fields(row(1, 1, start_ms=0, duration_ms=1)), "trace_id": trace_id})
+    span = dataclasses.replace(row(1, 1, start_ms=0, duration_ms=1), trace_id=trace_id)
     assert store.write_spans([span]) == 1
     assert [s["trace_id"] for s in store.trace(trace_id)] == [trace_id]
     store.close()
@@ -459,7 +462,3 @@ def test_span_to_row_reads_attributes_from_any_readable_span() -> None:
     assert converted.operation == "chat" and converted.input_tokens == 4
     assert json.loads(converted.attributes)["gen_ai.usage.input_tokens"] == 4
     assert converted.trace_id == f"{5:032x}" and converted.kind == "INTERNAL"
-
-
-def _fields(span: SpanRow) -> dict[str, Any]:
-    return {name: getattr(span, name) for name in SpanRow.__dataclass_fields__}

@@ -127,7 +127,7 @@ _INSERT_SPANS = (
 )
 # Trace lookups go through a 60-bit integer taken from the trace id (see _trace_key): an index
 # of 32-character texts in random order dirtied a page per span at every commit and cost as
-# much as the rest of the insert; the integer index is a quarter of the size.
+# much as the rest of the insert; an integer key is a fraction of the size.
 _INDEX_TRACE_KEY = "CREATE INDEX IF NOT EXISTS spans_trace_key ON spans(trace_key)"
 
 # Bound parameters per statement: 999 is SQLite's historical SQLITE_MAX_VARIABLE_NUMBER, the
@@ -137,10 +137,7 @@ _MAX_PARAMS = 999
 
 
 def _insert_rows(
-    conn: sqlite3.Connection,
-    head: str,
-    tail: str,
-    rows: Sequence[Sequence[Any]],
+    conn: sqlite3.Connection, head: str, tail: str, rows: Sequence[Sequence[Any]]
 ) -> None:
     """Insert rows with one multi-row VALUES statement per chunk instead of one step per row.
 
