@@ -6,6 +6,7 @@ import dataclasses
 import json
 import random
 import sqlite3
+import tempfile
 import threading
 import time
 import uuid
@@ -23,6 +24,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from genai_factory.observability.exporters import SQLiteSpanExporter, span_to_row
 from genai_factory.observability.setup import TelemetryConfig, setup_telemetry
 from genai_factory.observability.store import (
+    COLUMN_ATTRIBUTES,
     CostRow,
     SpanRow,
     TelemetryStore,
@@ -460,5 +462,72 @@ def test_span_to_row_reads_attributes_from_any_readable_span() -> None:
     )
     converted = span_to_row(span)
     assert converted.operation == "chat" and converted.input_tokens == 4
-    assert json.loads(converted.attributes)["gen_ai.usage.input_tokens"] == 4
+    # the column holds the token count; the JSON does not repeat it, the merged view has it
+    assert "gen_ai.usage.input_tokens" not in json.loads(converted.attributes)
+    assert converted.all_attributes() == {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.usage.input_tokens": 4,
+    }
     assert converted.trace_id == f"{5:032x}" and converted.kind == "INTERNAL"
+
+
+_COLUMN_VALUES = (
+    st.none()
+    | st.text(max_size=8)
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)  # JSON has no infinity
+    | st.booleans()
+    | st.lists(st.text(max_size=4), max_size=2)
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    values=st.fixed_dictionaries(
+        {key: _COLUMN_VALUES for _, key, _ in COLUMN_ATTRIBUTES},
+    ),
+    ttft=st.none() | st.floats(min_value=0, max_value=1e6) | st.booleans() | st.text(max_size=3),
+)
+def test_attributes_held_by_columns_read_back_exactly(values: dict[str, Any], ttft: Any) -> None:
+    # the JSON leaves out what a column holds exactly; the stored trace gives back every
+    # attribute with its value and type, whatever type the caller used
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    attributes = {key: value for key, value in values.items() if value is not None}
+    if ttft is not None:
+        attributes["gen_ai.response.time_to_first_chunk"] = ttft
+    attributes["gen_ai.request.max_tokens"] = 7
+    with tempfile.TemporaryDirectory() as folder:
+        store = TelemetryStore(Path(folder) / "t.db")
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(SQLiteSpanExporter(store)))
+        with provider.get_tracer("t").start_as_current_span("s", attributes=attributes) as span:
+            trace_id = format(span.get_span_context().trace_id, "032x")
+        provider.shutdown()
+        (stored,) = store.trace(trace_id)
+        store.close()
+    expected = {k: list(v) if isinstance(v, tuple | list) else v for k, v in attributes.items()}
+    assert stored["attributes"] == expected
+    assert {k: type(v) for k, v in stored["attributes"].items()} == {
+        k: type(v) for k, v in expected.items()
+    }
+    tokens = attributes.get("gen_ai.usage.input_tokens")
+    assert stored["input_tokens"] == (tokens if type(tokens) is int else None)
+    model = attributes.get("gen_ai.request.model")
+    # the SDK keeps a list attribute as a tuple; a text column holds its str()
+    model = tuple(model) if isinstance(model, list) else model
+    assert stored["model"] == (None if model is None else str(model))
+
+
+def test_a_hand_written_row_shows_its_columns_as_attributes(tmp_path: Path) -> None:
+    store = TelemetryStore(tmp_path / "t.db")
+    store.write_spans([row(3, 1, start_ms=0, duration_ms=2, input_tokens=5, team_id="t1")])
+    (span,) = store.trace(f"{3:032x}")
+    store.close()
+    assert span["attributes"] == {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "m",
+        "gen_ai.usage.input_tokens": 5,
+        "gf.team_id": "t1",
+    }

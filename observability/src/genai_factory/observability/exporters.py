@@ -24,6 +24,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from itertools import product
 from typing import Any
 
 import orjson
@@ -31,9 +32,15 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from genai_factory.observability import conventions as sc
-from genai_factory.observability.store import SpanRow, TelemetryStore
+from genai_factory.observability.store import (
+    COLUMN_ATTRIBUTES,
+    SPAN_COLUMNS,
+    SpanRow,
+    TelemetryStore,
+    _trace_key,
+)
 
-__all__ = ["SQLiteSpanExporter", "span_to_row"]
+__all__ = ["SQLiteSpanExporter", "span_to_row", "span_values"]
 
 _log = logging.getLogger("genai_factory.observability.exporters")
 
@@ -79,12 +86,46 @@ def _attributes(span: ReadableSpan) -> dict[str, Any]:
     return dict(span.attributes or {})
 
 
-def span_to_row(span: ReadableSpan) -> SpanRow:
-    """Flatten a finished span into a :class:`SpanRow` (typed columns + JSON attributes)."""
+_FIRST = SPAN_COLUMNS.index("error_type")
+_KEY_OF = {column: key for column, key, _ in COLUMN_ATTRIBUTES}
+# error_type .. team_id: the attribute each of these columns comes from and the types that
+# column holds exactly (ttft_ms comes converted, from seconds to ms: it stays in the JSON too).
+_SLOTS = SPAN_COLUMNS[_FIRST : SPAN_COLUMNS.index("attributes")]
+_SLOT_KEYS = tuple(_KEY_OF.get(column, sc.RESPONSE_TIME_TO_FIRST_CHUNK) for column in _SLOTS)
+_KIND_OF = {column: kind for column, _, kind in COLUMN_ATTRIBUTES}
+_NONE = type(None)
+# Every combination of types for which each column holds its attribute exactly: one set
+# lookup tells the common case apart (a few thousand tuples, built once).
+_EXACT_TYPES = frozenset(
+    product(
+        *(
+            (_NONE, _KIND_OF[column]) if column in _KIND_OF else (_NONE, int, float)
+            for column in _SLOTS
+        )
+    )
+)
+_DROPPED = frozenset(_KEY_OF.values())
+_I_TTFT = _SLOTS.index("ttft_ms")
+_I_START = SPAN_COLUMNS.index("start_ns")
+
+
+def span_values(span: ReadableSpan) -> tuple[list[Any], list[tuple[str, str, str]]]:
+    """A finished span as the store's column values (``SPAN_COLUMNS`` order) and its signals.
+
+    The exporter writes these straight to the store. Attributes that a column holds exactly
+    (``COLUMN_ATTRIBUTES``) are left out of the attributes JSON; reads merge them back.
+    """
     ctx = span.get_span_context()
     parent = span.parent
     attrs = _attributes(span)
-    get = attrs.get
+    found = list(map(attrs.get, _SLOT_KEYS))
+    if tuple(map(type, found)) in _EXACT_TYPES:
+        rest = {k: v for k, v in attrs.items() if k not in _DROPPED}
+    else:
+        rest = _inexact(attrs, found)
+    ttft = found[_I_TTFT]
+    if ttft is not None:
+        found[_I_TTFT] = ttft * 1000
     span_events = span.events  # a fresh tuple on every access: read it once
     events = None
     signals: list[tuple[str, str, str]] = []
@@ -96,42 +137,64 @@ def span_to_row(span: ReadableSpan) -> SpanRow:
             ]
         )
         signals = _signals(span_events)
-    ttft = get(sc.RESPONSE_TIME_TO_FIRST_CHUNK)
-    cost = get(sc.GF_COST_USD)
-    input_tokens = get(sc.USAGE_INPUT_TOKENS)
-    output_tokens = get(sc.USAGE_OUTPUT_TOKENS)
     start = span.start_time or 0
+    end = span.end_time or start
+    trace_id = format(ctx.trace_id, "032x") if ctx else "0" * 32
     # Enum members' ``_name_`` is the documented raw name; ``.name`` is a slower descriptor.
-    return SpanRow(
-        trace_id=format(ctx.trace_id, "032x") if ctx else "0" * 32,
-        span_id=format(ctx.span_id, "016x") if ctx else "0" * 16,
-        parent_span_id=format(parent.span_id, "016x") if parent else None,
-        is_root=parent is None or parent.is_remote,
-        name=span.name,
-        kind=span.kind._name_,
-        service=str(span.resource.attributes.get("service.name", "")) or None,
-        start_ns=start,
-        end_ns=span.end_time or start,
-        status=span.status.status_code._name_,
-        error_type=_str_or_none(get(sc.ERROR_TYPE)),
-        operation=_str_or_none(get(sc.OPERATION_NAME)),
-        provider=_str_or_none(get(sc.PROVIDER_NAME)),
-        model=_str_or_none(get(sc.REQUEST_MODEL)),
-        response_model=_str_or_none(get(sc.RESPONSE_MODEL)),
-        input_tokens=input_tokens if isinstance(input_tokens, int) else None,
-        output_tokens=output_tokens if isinstance(output_tokens, int) else None,
-        ttft_ms=ttft * 1000 if isinstance(ttft, int | float) else None,
-        cost_usd=float(cost) if isinstance(cost, int | float) else None,
-        request_id=_str_or_none(get(sc.GF_REQUEST_ID)),
-        team_id=_str_or_none(get(sc.GF_TEAM_ID)),
-        attributes=_dumps(attrs),
-        events=events,
-        signals=signals,
-    )
+    values: list[Any] = [
+        trace_id,
+        format(ctx.span_id, "016x") if ctx else "0" * 16,
+        format(parent.span_id, "016x") if parent else None,
+        int(parent is None or parent.is_remote),
+        span.name,
+        span.kind._name_,
+        str(span.resource.attributes.get("service.name", "")) or None,
+        start,
+        end,
+        max(end - start, 0) / 1e6,
+        span.status.status_code._name_,
+        *found,
+        _dumps(rest),
+        events,
+        _trace_key(trace_id),
+    ]
+    return values, signals
 
 
-def _str_or_none(value: Any) -> str | None:
-    return None if value is None else str(value)
+def _inexact(attrs: dict[str, Any], found: list[Any]) -> dict[str, Any]:
+    """The JSON's attributes when a column cannot hold its attribute exactly, and ``found``
+    changed to what the columns can hold (the JSON keeps the original)."""
+    rest = {k: v for k, v in attrs.items() if k not in _DROPPED}
+    for index, column in enumerate(_SLOTS):
+        value = found[index]
+        if value is None:
+            continue
+        kind = _KIND_OF.get(column)
+        if kind is None:  # ttft: a number in seconds, or nothing
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                found[index] = None
+        elif type(value) is not kind:
+            rest[_SLOT_KEYS[index]] = value
+            found[index] = _coerce(value, kind)
+    return rest
+
+
+def _coerce(value: Any, kind: type) -> Any:
+    """What a column holds for an attribute of another type (the JSON keeps the original)."""
+    if kind is str:
+        return str(value)
+    if kind is float and isinstance(value, int | float):
+        return float(value)
+    return None  # token counts that are not plain ints (bools, floats, text): no column value
+
+
+def span_to_row(span: ReadableSpan) -> SpanRow:
+    """Flatten a finished span into a :class:`SpanRow` (typed columns + JSON attributes)."""
+    values, signals = span_values(span)
+    row = dict(zip(SPAN_COLUMNS, values, strict=True))
+    del row["duration_ms"], row["trace_key"]
+    row["is_root"] = bool(row["is_root"])
+    return SpanRow(**row, signals=signals)
 
 
 class SQLiteSpanExporter(SpanExporter):
@@ -148,7 +211,15 @@ class SQLiteSpanExporter(SpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         try:
-            written = self.store.write_spans([span_to_row(span) for span in spans])
+            values = []
+            signals = []
+            for span in spans:
+                row, found = span_values(span)
+                values.append(row)
+                if found:
+                    start = row[_I_START]
+                    signals += [(start, *signal) for signal in found]
+            written = self.store.write_span_values(values, signals)
         except Exception as exc:  # a locked or full disk must not take the app down
             self.failed += len(spans)
             now = time.monotonic()

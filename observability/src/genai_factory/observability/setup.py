@@ -54,6 +54,7 @@ from genai_factory.observability.histograms import (
     MergingMetricExporter,
     cumulative,
 )
+from genai_factory.observability.ids import TimeOrderedIdGenerator
 from genai_factory.observability.metrics import Role
 from genai_factory.observability.pricing import ModelPrice, PriceTable
 from genai_factory.observability.prometheus import PrometheusBridge
@@ -120,6 +121,8 @@ class TelemetryConfig(BaseModel):
     max_content_chars: int = Field(default=16_384, ge=0)
     prices: PriceConfig = Field(default_factory=PriceConfig)
     install_global: bool = False
+    # Trace ids that begin with the time (ids.py): the trace store's index grows at one end.
+    time_ordered_trace_ids: bool = True
 
 
 class ObservabilitySettings(GFSettings):
@@ -213,7 +216,11 @@ def setup_telemetry(
         if config.sample_ratio >= 1.0
         else ParentBasedTraceIdRatio(config.sample_ratio)
     )
-    tracer_provider = TracerProvider(resource=resource, sampler=sampler)
+    tracer_provider = TracerProvider(
+        resource=resource,
+        sampler=sampler,
+        id_generator=TimeOrderedIdGenerator() if config.time_ordered_trace_ids else None,
+    )
     store = (
         TelemetryStore(config.sqlite_path, retention_s=config.retention_s)
         if "sqlite" in config.span_exporters
