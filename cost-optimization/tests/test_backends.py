@@ -183,6 +183,57 @@ async def test_an_unreachable_redis_is_a_503_not_a_500() -> None:
         await backend.close()
 
 
+async def test_a_redis_that_never_answers_is_a_503_within_the_deadline() -> None:
+    # a server that accepts and reads but never replies: each call is cut off at timeout_s
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(4096):
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    backend = RedisBudgetBackend(f"redis://127.0.0.1:{port}/0", timeout_s=0.3)
+    try:
+        for call in (
+            backend.reserve("r", [usd("a", 1)]),
+            backend.settle("r", usd_nano=1, tokens=0, fallback=[], payload=""),
+            backend.usage(["a"]),
+        ):
+            started = time.monotonic()
+            with pytest.raises(ServiceUnavailable):
+                await call
+            assert time.monotonic() - started < 3
+    finally:
+        await backend.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_redis_counters_keep_their_expiry_however_they_were_created(
+    redis_url: str, redis_namespace: str
+) -> None:
+    # the scripts set a counter's expiry when they create it, and leave it alone afterwards
+    backend = RedisBudgetBackend(redis_url, key_prefix=redis_namespace)
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    unique = uuid.uuid4().hex
+    held, late = f"team|{unique}|held", f"team|{unique}|late"
+    expire_at = int(time.time()) + 3600
+    try:
+        for n in range(3):  # created by the first reserve, then only incremented
+            await backend.reserve(f"h{n}-{unique}", [Hold(held, "usd", 5, 100, "hard", expire_at)])
+            await backend.settle(f"h{n}-{unique}", usd_nano=3, tokens=0, fallback=[], payload="")
+        # a settle with no reservation creates its counters from the fallback holds
+        fallback = [Hold(late, "usd", 0, 0, "soft", expire_at)]
+        await backend.settle(f"x-{unique}", usd_nano=7, tokens=0, fallback=fallback, payload="")
+        for counter, value in ((held, "9"), (late, "7")):
+            key = f"{redis_namespace}c:{counter}"
+            assert await client.get(key) == value
+            assert await client.expiretime(key) == expire_at
+    finally:
+        await client.aclose()
+        await backend.close()
+
+
 async def test_in_process_counters_end_with_their_window_and_reservations_are_forgotten() -> None:
     backend = InProcessBudgetBackend(reservation_ttl_s=100, keep_s=200)
     clock = [1_000_000.0]
