@@ -24,10 +24,10 @@ Example (needs a Redis server)::
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import os
-from collections.abc import Awaitable, Sequence
-from typing import Any, TypeVar, cast
+from collections.abc import Iterator, Sequence
+from typing import Any, cast
 
 import orjson
 import redis.asyncio as aioredis
@@ -215,22 +215,12 @@ def _pack(values: Sequence[str]) -> str:
     return orjson.dumps(values).decode()
 
 
-_T = TypeVar("_T")
-
-
-async def _guarded(pending: Awaitable[_T], timeout_s: float) -> _T:
-    """Await one Redis call within ``timeout_s``; an unreachable or timed-out Redis is a 503 the
-    caller may retry, never a bare 500.
-
-    One deadline for the whole call instead of redis-py's socket timeout: that one wraps every
-    read in ``asyncio.wait_for``, which runs the read as a task of its own (about a seventh of a
-    budget check's client CPU). A call cut off by the deadline drops its connection (redis-py
-    disconnects on cancellation), so a late reply never reaches the next command.
-    """
+@contextlib.contextmanager
+def _store_errors() -> Iterator[None]:
+    """An unreachable or timed-out Redis is a 503 the caller may retry, never a bare 500."""
     try:
-        async with asyncio.timeout(timeout_s):
-            return await pending
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, TimeoutError) as exc:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         raise ServiceUnavailable(
             f"budget store unavailable: {type(exc).__name__}", retry_after=1.0
         ) from exc
@@ -275,7 +265,7 @@ class RedisBudgetBackend:
         self._client = aioredis.Redis.from_url(
             address,
             decode_responses=True,
-            # No socket_timeout: each call has one deadline instead (see _guarded).
+            socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
         )
         self._reserve = self._client.register_script(_RESERVE)
@@ -310,7 +300,8 @@ class RedisBudgetBackend:
             self.sweep_batch,
             _pack(packed),
         ]
-        reply = cast(list[Any], await _guarded(self._reserve(keys=keys, args=args), self.timeout_s))
+        with _store_errors():
+            reply = cast(list[Any], await self._reserve(keys=keys, args=args))
         if int(reply[0]) == 0:
             return ReserveOutcome(
                 False, blocked=holds[int(reply[1]) - 1].counter, blocked_used=int(reply[2])
@@ -344,7 +335,8 @@ class RedisBudgetBackend:
             self.sweep_batch,
             _pack(packed),
         ]
-        reply = cast(list[Any], await _guarded(self._settle(keys=keys, args=args), self.timeout_s))
+        with _store_errors():
+            reply = cast(list[Any], await self._settle(keys=keys, args=args))
         status = cast(SettleStatus, str(reply[0]))
         changes = tuple(
             CounterChange(str(reply[i]), int(reply[i + 1]), int(reply[i + 2]))
@@ -355,43 +347,45 @@ class RedisBudgetBackend:
     async def release(self, reservation_id: str) -> bool:
         keys = [self._key("exp"), self._key("r:", reservation_id)]
         args: list[Any] = [reservation_id, self._keep_ms, self.key_prefix, self.sweep_batch]
-        released = await _guarded(self._release(keys=keys, args=args), self.timeout_s)
-        return int(released) == 1
+        with _store_errors():
+            return int(await self._release(keys=keys, args=args)) == 1
 
     async def acknowledge(self, reservation_id: str) -> None:
-        await _guarded(self._client.hdel(self._key("outbox"), reservation_id), self.timeout_s)
+        with _store_errors():
+            await self._client.hdel(self._key("outbox"), reservation_id)
 
     async def acknowledge_many(self, reservation_ids: Sequence[str]) -> None:
         """Drop a batch from the outbox in one round trip (one HDEL)."""
         if reservation_ids:
-            await _guarded(self._client.hdel(self._key("outbox"), *reservation_ids), self.timeout_s)
+            with _store_errors():
+                await self._client.hdel(self._key("outbox"), *reservation_ids)
 
     async def pending(self) -> list[tuple[str, str]]:
-        entries = await _guarded(self._client.hgetall(self._key("outbox")), self.timeout_s)
+        with _store_errors():
+            entries = await self._client.hgetall(self._key("outbox"))
         return [(str(k), str(v)) for k, v in entries.items()]
 
     async def usage(self, counters: Sequence[str]) -> dict[str, int]:
         if not counters:
             return {}
-        values = await _guarded(
-            self._client.mget([self._key("c:", c) for c in counters]), self.timeout_s
-        )
+        with _store_errors():
+            values = await self._client.mget([self._key("c:", c) for c in counters])
         return {c: int(v or 0) for c, v in zip(counters, values, strict=True)}
 
     async def seed(self, counter: str, amount: int, expire_at: int = 0) -> bool:
         key = self._key("c:", counter)
-        if expire_at:
-            pending = self._client.set(key, amount, nx=True, exat=expire_at)
-        else:
-            pending = self._client.set(key, amount, nx=True)
-        done = await _guarded(pending, self.timeout_s)
+        with _store_errors():
+            if expire_at:
+                done = await self._client.set(key, amount, nx=True, exat=expire_at)
+            else:
+                done = await self._client.set(key, amount, nx=True)
         return bool(done)
 
     async def sweep(self) -> int:
-        swept = await _guarded(
-            self._sweep(keys=[self._key("exp")], args=[self.key_prefix, self.sweep_batch]),
-            self.timeout_s,
-        )
+        with _store_errors():
+            swept = await self._sweep(
+                keys=[self._key("exp")], args=[self.key_prefix, self.sweep_batch]
+            )
         return int(swept)
 
     async def close(self) -> None:
