@@ -1,10 +1,13 @@
 """Trace store ingest rate and console query latency at 1M spans.
 
-1. Exporter path: real spans from our instrumentation -> ``span_to_row`` -> ``write_spans``
+1. Exporter path: real spans from our instrumentation -> ``SQLiteSpanExporter.export``
    (spans per second, CPU included), on a smaller sample.
 2. Bulk ingest: ``--spans`` rows shaped like those spans (a gateway root, a chat span and a tool
-   span per trace; 5 models, 4 teams, spread over 24 h; cache and guard signals), written in
-   batches of 512 as the BatchSpanProcessor hands them over, plus one CostRecord per trace.
+   span per trace; 5 models, 4 teams, spread over 24 h; cache and guard signals; trace ids that
+   begin with the time, as ``setup_telemetry`` makes them), written in batches of 512 as the
+   BatchSpanProcessor hands them over, plus one CostRecord per trace. Then the same rows with
+   random trace ids (what spans of traces started elsewhere, arriving in a ``traceparent``,
+   carry) into a second store, ingest only.
 3. Console queries on the full store: each console API (through the ASGI app, JSON included) and
    the store call behind it, median and p95 of repeated runs.
 
@@ -33,7 +36,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from genai_factory.observability.console import create_console_app
-from genai_factory.observability.exporters import span_to_row
+from genai_factory.observability.exporters import SQLiteSpanExporter, span_to_row
+from genai_factory.observability.ids import TimeOrderedIdGenerator
 from genai_factory.observability.pricing import PriceTable
 from genai_factory.observability.store import CostRow, SpanRow, TelemetryStore
 from genai_factory.observability.tracing import GenAITelemetry
@@ -46,7 +50,7 @@ BATCH = 512
 
 def real_spans(n_traces: int) -> list[Any]:
     exporter = InMemorySpanExporter()
-    provider = TracerProvider()
+    provider = TracerProvider(id_generator=TimeOrderedIdGenerator())  # as setup_telemetry does
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     genai = GenAITelemetry(tracer_provider=provider, price_table=PriceTable.load())
     tracer = provider.get_tracer("gateway")
@@ -66,7 +70,7 @@ def real_spans(n_traces: int) -> list[Any]:
 
 
 def synthetic_rows(
-    n_spans: int, template_attrs: str, start_ns: int
+    n_spans: int, template_attrs: str, start_ns: int, time_ordered: bool = True
 ) -> tuple[list[list[SpanRow]], list[CostRow]]:
     """Rows shaped like real ones (3 spans per trace), spread over 24 h, in export batches."""
     rng = random.Random(1)
@@ -75,8 +79,11 @@ def synthetic_rows(
     n_traces = n_spans // 3
     span_counter = 1
     for t in range(n_traces):
-        trace_id = f"{rng.getrandbits(128):032x}"
         begin = start_ns + int(t * (24 * 3600 * 10**9) / n_traces)
+        if time_ordered:
+            trace_id = f"{(begin // 10**9) << 96 | rng.getrandbits(96):032x}"
+        else:
+            trace_id = f"{rng.getrandbits(128):032x}"
         model, team = MODELS[t % 5], TEAMS[t % 4]
         latency = int(rng.lognormvariate(19.5, 0.7))  # ~300 ms median, in ns
         root, chat, tool = (f"{span_counter + k:016x}" for k in range(3))
@@ -162,10 +169,12 @@ def main() -> int:
     # 1. the exporter path with real spans
     spans = real_spans(args.exporter_traces)
     store = TelemetryStore(folder / "exporter.db", retention_s=None)
+    exporter = SQLiteSpanExporter(store)
     start = time.perf_counter()
     for i in range(0, len(spans), BATCH):
-        store.write_spans([span_to_row(span) for span in spans[i : i + BATCH]])
+        exporter.export(spans[i : i + BATCH])
     exporter_rate = len(spans) / (time.perf_counter() - start)
+    assert exporter.failed == 0 and store.count_spans() == len(spans)
     template = next(
         row.attributes for row in (span_to_row(s) for s in spans) if row.operation == "chat"
     )
@@ -198,6 +207,20 @@ def main() -> int:
     rss_growth = round(rss_mib() - rss_before, 1)
     del batches, costs, spans
     gc.collect()
+
+    # Bulk ingest again with random trace ids (traces started elsewhere), ingest only.
+    random_batches, _ = synthetic_rows(args.spans, template, start_ns, time_ordered=False)
+    random_store = TelemetryStore(folder / "random-ids.db", retention_s=None)
+    start = time.perf_counter()
+    for batch in random_batches:
+        random_store.write_spans(batch)
+    random_seconds = time.perf_counter() - start
+    random_store.close()
+    del random_batches
+    gc.collect()
+    for leftover in folder.glob("random-ids.db*"):
+        leftover.unlink()
+
     queries = asyncio.run(query_latencies(store, trace_ids, args.repeat))
     store.close()
 
@@ -220,6 +243,8 @@ def main() -> int:
             "cost_records_per_s": round(cost_count / cost_seconds),
             "database_mib": round(db_mib),
             "rss_growth_mib": rss_growth,
+            "random_trace_ids_seconds": round(random_seconds, 1),
+            "random_trace_ids_spans_per_s": round(total_spans / random_seconds),
         },
         "console_queries": queries,
         "goal_ms": 200,
@@ -230,10 +255,14 @@ def main() -> int:
     print("| measure | result |")
     print("|---|---:|")
     print(
-        f"| exporter path (real spans -> rows -> SQLite) | {payload['exporter_path_spans_per_s']:,} spans/s |"
+        f"| exporter path (real spans -> SQLiteSpanExporter) | {payload['exporter_path_spans_per_s']:,} spans/s |"
     )
     print(
         f"| bulk ingest, batches of {BATCH} | {bulk['spans_per_s']:,} spans/s ({bulk['seconds']} s) |"
+    )
+    print(
+        f"| bulk ingest, random trace ids | {bulk['random_trace_ids_spans_per_s']:,} spans/s "
+        f"({bulk['random_trace_ids_seconds']} s) |"
     )
     print(f"| cost records ingest | {bulk['cost_records_per_s']:,} records/s |")
     print("\n| console API at this size | median ms | p95 ms |")
