@@ -5,7 +5,7 @@ bucket boundaries the GenAI semantic conventions ask for (as the instrument's ad
 the SDK's default aggregation honours); the ``gf.*`` counters cover what the conventions do not:
 cache hits and misses, guard verdicts, errors by type and spend.
 
-Example:
+Examples:
     >>> from opentelemetry.sdk.metrics import MeterProvider
     >>> from opentelemetry.sdk.metrics.export import InMemoryMetricReader
     >>> reader = InMemoryMetricReader()

@@ -7,7 +7,7 @@ latency histogram per operation and model; cost per team and model; cache and gu
 so the console's charts read a few hundred rollup rows instead of scanning every span, at any
 store size. Reads use one connection per thread.
 
-Example:
+Examples:
     >>> import tempfile, pathlib
     >>> store = TelemetryStore(pathlib.Path(tempfile.mkdtemp()) / "telemetry.db")
     >>> store.write_spans([SpanRow(trace_id="a" * 32, span_id="b" * 16, parent_span_id=None,

@@ -506,7 +506,8 @@ class GenAITelemetry:
     """Opens GenAI spans and records GenAI metrics; the one object the platform instruments with.
 
     Args:
-        tracer_provider / meter_provider: where spans and metrics go (the global ones if None).
+        tracer_provider: where spans go (the global provider if None).
+        meter_provider: where metrics go (the global provider if None).
         provider_name: the default ``gen_ai.provider.name`` (e.g. ``openai``, ``anthropic``).
         capture_content: record prompts, outputs, tool arguments and retrieval queries (opt-in).
         redact: applied to every captured text; default :class:`ContentRedactor`.
@@ -514,7 +515,8 @@ class GenAITelemetry:
         role: ``client`` (gateway, applications) or ``server`` (model serving) metrics.
         price_table: when set, model-call spans carry ``gf.cost.usd`` (the ``gf.spend`` metric
             comes from the CostTracker, which sees the authoritative CostRecords).
-        server_address / server_port: the upstream's address, added to spans and metrics.
+        server_address: the upstream's host, added to spans and metrics.
+        server_port: the upstream's port, added to spans and metrics.
         defer_metrics: record metrics on a background thread (bounded queue) instead of in the
             request path; ``metrics.flush()`` drains it.
         histogram_aggregator: aggregate the GenAI histograms in-process (see

@@ -66,8 +66,9 @@ _PAYLOAD_FIELDS = (
 def request_outcome(status: int) -> str:
     """The audit outcome of a request's HTTP status.
 
-    >>> [request_outcome(s) for s in (200, 401, 403, 429, 400, 499, 502)]
-    ['ok', 'denied', 'denied', 'denied', 'rejected', 'cancelled', 'error']
+    Examples:
+        >>> [request_outcome(s) for s in (200, 401, 403, 429, 400, 499, 502)]
+        ['ok', 'denied', 'denied', 'denied', 'rejected', 'cancelled', 'error']
     """
     if status < 400:
         return "ok"
