@@ -28,7 +28,7 @@ import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from itertools import chain, compress
@@ -157,10 +157,12 @@ COLUMN_ATTRIBUTES: tuple[tuple[str, str, type], ...] = (
 )
 
 
-def merge_column_attributes(attributes: dict[str, Any], columns: Any) -> dict[str, Any]:
-    """``attributes`` (decoded JSON) plus the attributes held by columns (``columns[name]``)."""
+def _merge_column_attributes(
+    attributes: dict[str, Any], column_value: Callable[[str], Any]
+) -> dict[str, Any]:
+    """``attributes`` (decoded JSON) plus the attributes held by columns."""
     for column, key, _ in COLUMN_ATTRIBUTES:
-        value = columns[column]
+        value = column_value(column)
         if value is not None and key not in attributes:
             attributes[key] = value
     return attributes
@@ -178,25 +180,39 @@ _MAX_PARAMS = 999
 
 
 def _insert_rows(
-    conn: sqlite3.Connection, head: str, tail: str, rows: Sequence[Sequence[Any]]
+    conn: sqlite3.Connection,
+    head: str,
+    tail: str,
+    rows: Sequence[Sequence[Any]],
+    bound: tuple[bool, ...] | None = None,
 ) -> None:
     """Insert rows with one multi-row VALUES statement per chunk instead of one step per row.
 
     Why: `executemany` steps once per row and the sqlite3 module releases and re-takes the GIL
     around every step, so a busy request thread starves the export thread; one statement per
     chunk hands the GIL back once per chunk. Values are bound exactly as before (same Python
-    objects as parameters), so the stored types and values do not change.
+    objects as parameters), so the stored types and values do not change. ``bound`` (one flag
+    per column, every column when None): the columns that are not bound are written as NULL
+    into the statement (see `_insert_spans`).
     """
     if not rows:
         return
-    ncols = len(rows[0])
-    per_chunk = max(1, _MAX_PARAMS // ncols)
-    placeholder = "(" + ",".join("?" * ncols) + ")"
+    if bound is None:
+        ncols = len(rows[0])
+        placeholder = "(" + ",".join("?" * ncols) + ")"
+    else:
+        ncols = sum(bound)
+        placeholder = "(" + ",".join("?" if flag else "NULL" for flag in bound) + ")"
+    per_chunk = max(1, _MAX_PARAMS // max(1, ncols))
     for start in range(0, len(rows), per_chunk):
         chunk = rows[start : start + per_chunk]
         # Full chunks reuse one SQL text, so the statement cache keeps it prepared.
         sql = head + ",".join([placeholder] * len(chunk)) + tail
-        conn.execute(sql, list(chain.from_iterable(chunk)))
+        if bound is None:
+            values = list(chain.from_iterable(chunk))
+        else:
+            values = list(chain.from_iterable(compress(row, bound) for row in chunk))
+        conn.execute(sql, values)
 
 
 _NONES = (None,) * len(SPAN_COLUMNS)
@@ -208,7 +224,7 @@ def _insert_spans(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> No
     Why: the sqlite3 module looks up an adapter for every bound value that is not exactly an
     int, float or str (for None: a registry lookup and two attribute lookups), and a span's row
     holds half a dozen Nones; that cost a fifth of the export. Rows are grouped by which of
-    their values are None, and each group goes in multi-row statements as `_insert_rows` does.
+    their values are None, and each group goes in through `_insert_rows`.
     """
     groups: dict[tuple[bool, ...], list[Sequence[Any]]] = {}
     for row in rows:
@@ -219,12 +235,7 @@ def _insert_spans(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> No
         else:
             group.append(row)
     for present, members in groups.items():
-        placeholder = "(" + ",".join("?" if bound else "NULL" for bound in present) + ")"
-        per_chunk = max(1, _MAX_PARAMS // max(1, sum(present)))
-        for start in range(0, len(members), per_chunk):
-            chunk = members[start : start + per_chunk]
-            sql = _INSERT_SPANS + ",".join([placeholder] * len(chunk))
-            conn.execute(sql, list(chain.from_iterable(compress(row, present) for row in chunk)))
+        _insert_rows(conn, _INSERT_SPANS, "", members, bound=present)
 
 
 _SCHEMA_VERSION = "4"
@@ -296,12 +307,9 @@ class SpanRow:
 
     def all_attributes(self) -> dict[str, Any]:
         """The span's attributes: the JSON ones and those held by columns."""
-        decoded: dict[str, Any] = json.loads(self.attributes)
-        for column, key, _ in COLUMN_ATTRIBUTES:
-            value = getattr(self, column)
-            if value is not None and key not in decoded:
-                decoded[key] = value
-        return decoded
+        return _merge_column_attributes(
+            json.loads(self.attributes), lambda column: getattr(self, column)
+        )
 
     def values(self) -> tuple[Any, ...]:
         """The row's values in ``SPAN_COLUMNS`` order."""
@@ -685,7 +693,7 @@ class TelemetryStore:
         spans = []
         for row in rows:
             span = dict(row)
-            span["attributes"] = merge_column_attributes(json.loads(span["attributes"]), span)
+            span["attributes"] = _merge_column_attributes(json.loads(span["attributes"]), span.get)
             span["events"] = json.loads(span["events"]) if span["events"] else []
             spans.append(span)
         return spans
