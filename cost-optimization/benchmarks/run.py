@@ -32,11 +32,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import redis
+import redis.asyncio as aioredis
 
 from genai_factory.cost.backends import BudgetBackend, InProcessBudgetBackend
 from genai_factory.cost.budgets import BudgetPolicyEngine, LedgerWrite
 from genai_factory.cost.ledger import SQLiteSpendLedger
 from genai_factory.cost.redis_backend import RedisBudgetBackend
+from genai_factory.cost.resp import RedisScript
 from genai_factory.shared.models import (
     ChatCompletionRequest,
     CostRecord,
@@ -55,6 +57,35 @@ PRINCIPAL = Principal(subject="bench", key_id="k1", user_id="u1", team_id="t1", 
 REQUEST = ChatCompletionRequest(
     model="bench-model", max_tokens=128, messages=[{"role": "user", "content": "hello " * 50}]
 )
+
+
+class RedisPyClient:
+    """The backend's two client calls (``evalsha``, ``execute``) over redis-py's asyncio client:
+    the same scripts through the client the backend used before resp.py, for comparison."""
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        self._redis = aioredis.Redis.from_url(
+            url, decode_responses=True, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+        self._loaded: set[str] = set()
+
+    async def evalsha(self, script: RedisScript, keys: list[Any], args: list[Any]) -> Any:
+        if script.sha not in self._loaded:
+            await self._redis.script_load(script.source)
+            self._loaded.add(script.sha)
+        return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
+
+    async def execute(self, *args: Any) -> Any:
+        return await self._redis.execute_command(*args)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def redis_py_backend(url: str, key_prefix: str) -> RedisBudgetBackend:
+    backend = RedisBudgetBackend(url, key_prefix=key_prefix)
+    backend._client = RedisPyClient(url, backend.timeout_s)  # type: ignore[assignment]
+    return backend
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -170,7 +201,7 @@ def cpu_model() -> str:
 
 
 def versions() -> dict[str, str]:
-    names = ("genai-factory-cost-optimization", "redis", "pydantic")
+    names = ("genai-factory-cost-optimization", "hiredis", "redis", "pydantic")
     found = {name: importlib.metadata.version(name) for name in names}
     found["python"] = platform.python_version()
     return found
@@ -184,6 +215,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         setups: list[tuple[str, str, bool, LedgerWrite]] = [
             ("in-process, counters only", "memory", False, "sync"),
             ("Redis (loopback), counters only", "redis", False, "sync"),
+            ("Redis (loopback) through redis-py, counters only", "redis-py", False, "sync"),
             ("in-process + SQLite ledger (fsync per call)", "memory", True, "sync"),
             ("Redis (loopback) + SQLite ledger (fsync per call)", "redis", True, "sync"),
             (
@@ -194,11 +226,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             ),
         ]
         for n, (name, kind, with_ledger, ledger_write) in enumerate(setups):
-            backend: BudgetBackend = (
-                RedisBudgetBackend(args.redis_url, key_prefix=f"{prefix}{n}:")
-                if kind == "redis"
-                else InProcessBudgetBackend()
-            )
+            backend: BudgetBackend
+            if kind == "redis":
+                backend = RedisBudgetBackend(args.redis_url, key_prefix=f"{prefix}{n}:")
+            elif kind == "redis-py":
+                backend = redis_py_backend(args.redis_url, f"{prefix}{n}:")
+            else:
+                backend = InProcessBudgetBackend()
             engine = BudgetPolicyEngine(
                 budgets=BUDGETS,
                 backend=backend,
@@ -214,7 +248,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         args.calls,
                         args.warmup,
                         args.concurrency,
-                        args.redis_url if kind == "redis" else None,
+                        args.redis_url if kind.startswith("redis") else None,
                     )
                 )
             finally:
@@ -243,6 +277,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "concurrency": args.concurrency,
             "budgets_per_call": len(BUDGETS),
             "redis_url": args.redis_url,
+            "event_loop": args.loop,
         },
         "results": results,
     }
@@ -271,13 +306,17 @@ def table(report: dict[str, Any]) -> str:
         f"Measured on {machine['platform']}, {machine['cpu_count']} CPUs "
         f"({machine['processor']}), load average {load['start']:.1f} at the start and "
         f"{load['end']:.1f} at the end (1 min), Python {versions['python']}, "
-        f"redis-py {versions['redis']}, Redis {machine['redis_server']} on loopback, "
-        f"SQLite on the machine's disk; {report['parameters']['calls']} calls per configuration "
+        f"hiredis {versions['hiredis']}, redis-py {versions['redis']}, "
+        f"Redis {machine['redis_server']} on loopback, "
+        f"SQLite on the machine's disk, {report['parameters'].get('event_loop', 'asyncio')} "
+        f"event loop; {report['parameters']['calls']} calls per configuration "
         f"after {report['parameters']['warmup']} warm-up calls.",
     ]
     verdicts = []
     for r in report["results"]:
-        if r["name"].startswith("Redis") and "fsync per call" not in r["name"]:
+        if r["name"].startswith("Redis") and not any(
+            skip in r["name"] for skip in ("fsync per call", "redis-py")
+        ):
             p99 = r["reserve_plus_settle_ms"]["p99"]
             verdicts.append(
                 f"{r['name']}: p99 {p99:.3f} ms, {'under' if p99 < 1 else 'over'} the goal"
@@ -311,6 +350,12 @@ def main() -> int:
         "--redis-url", default=os.environ.get("GF_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
     )
     parser.add_argument(
+        "--loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="event loop: uvloop, which `gf gateway serve` runs on (default), or asyncio's own",
+    )
+    parser.add_argument(
         "--readme-only",
         action="store_true",
         help="rewrite the README table from results/budgets.json without measuring",
@@ -321,7 +366,12 @@ def main() -> int:
         report = json.loads(out.read_text())
     else:
         print(f"budgets benchmark: {args.calls} calls per configuration", flush=True)
-        report = asyncio.run(run(args))
+        if args.loop == "uvloop":
+            import uvloop
+
+            report = uvloop.run(run(args))
+        else:
+            report = asyncio.run(run(args))
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n")
         print(f"\nwrote {out.relative_to(HERE.parent)}\n")

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 
 from genai_factory.cost.backends import BudgetBackend, Hold, InProcessBudgetBackend
 from genai_factory.cost.redis_backend import RedisBudgetBackend
-from genai_factory.shared.errors import ConfigError, ServiceUnavailable, to_http
+from genai_factory.shared.errors import ConfigError, Conflict, ServiceUnavailable, to_http
 
 Factory = Callable[..., BudgetBackend]
 
@@ -43,7 +43,7 @@ async def test_reserve_is_all_or_none(backend_factory: Factory) -> None:
         assert (await backend.reserve("r5", [usd("a", 30, mode="soft")])).ok
         assert (await backend.reserve("r6", [usd("a", 30, mode="downgrade")])).ok
         assert (await backend.usage(["a"]))["a"] == 160
-        with pytest.raises(Exception, match="already in use"):
+        with pytest.raises(Conflict, match="already in use"):
             await backend.reserve("r1", [usd("a", 1, limit=10**6)])
     finally:
         await backend.close()

@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
-from genai_factory.shared.errors import ConfigError
+from genai_factory.shared.errors import ConfigError, Conflict
 
 __all__ = [
     "BudgetBackend",
@@ -233,7 +233,9 @@ class InProcessBudgetBackend:
             now = self._clock()
             self._expire(now)
             if reservation_id in self._state.reservations:
-                raise ValueError(f"reservation id {reservation_id!r} is already in use")
+                raise Conflict(
+                    f"reservation id {reservation_id!r} is already in use", param="reservation_id"
+                )
             for hold in holds:
                 used = self._value(hold.counter, now)
                 if hold.mode == "hard" and (used >= hold.limit or used + hold.amount > hold.limit):

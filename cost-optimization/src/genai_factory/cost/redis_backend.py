@@ -24,14 +24,11 @@ Example (needs a Redis server)::
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, cast
 
 import orjson
-import redis.asyncio as aioredis
-import redis.exceptions
 
 from genai_factory.cost.backends import (
     DEFAULT_KEEP_S,
@@ -43,7 +40,8 @@ from genai_factory.cost.backends import (
     SettleStatus,
     _check_ttl,
 )
-from genai_factory.shared.errors import ConfigError, ServiceUnavailable
+from genai_factory.cost.resp import RedisReplyError, RedisScript, RespClient
+from genai_factory.shared.errors import ConfigError, Conflict
 
 __all__ = ["RedisBudgetBackend"]
 
@@ -215,17 +213,6 @@ def _pack(values: Sequence[str]) -> str:
     return orjson.dumps(values).decode()
 
 
-@contextlib.contextmanager
-def _store_errors() -> Iterator[None]:
-    """An unreachable or timed-out Redis is a 503 the caller may retry, never a bare 500."""
-    try:
-        yield
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-        raise ServiceUnavailable(
-            f"budget store unavailable: {type(exc).__name__}", retry_after=1.0
-        ) from exc
-
-
 class RedisBudgetBackend:
     """Budget counters in Redis, exact across processes and replicas (atomic Lua scripts).
 
@@ -262,16 +249,14 @@ class RedisBudgetBackend:
         self.url_env = url_env
         self.timeout_s = timeout_s
         address = os.environ[url_env] if url_env else url
-        self._client = aioredis.Redis.from_url(
-            address,
-            decode_responses=True,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-        )
-        self._reserve = self._client.register_script(_RESERVE)
-        self._settle = self._client.register_script(_SETTLE)
-        self._release = self._client.register_script(_RELEASE)
-        self._sweep = self._client.register_script(_SWEEP_ONLY)
+        # our own small client (resp.py): redis-py's cost a call as much CPU as the budget logic;
+        # it raises ServiceUnavailable (a 503 the caller may retry) for an unreachable, slow or
+        # misbehaving server
+        self._client = RespClient(address, timeout_s=timeout_s)
+        self._reserve = RedisScript(_RESERVE)
+        self._settle = RedisScript(_SETTLE)
+        self._release = RedisScript(_RELEASE)
+        self._sweep = RedisScript(_SWEEP_ONLY)
 
     def _key(self, kind: str, name: str = "") -> str:
         return f"{self.key_prefix}{kind}{name}"
@@ -300,8 +285,14 @@ class RedisBudgetBackend:
             self.sweep_batch,
             _pack(packed),
         ]
-        with _store_errors():
-            reply = cast(list[Any], await self._reserve(keys=keys, args=args))
+        try:
+            reply = cast(list[Any], await self._client.evalsha(self._reserve, keys, args))
+        except RedisReplyError as exc:
+            if "already in use" in exc.message:
+                raise Conflict(
+                    f"reservation id {reservation_id!r} is already in use", param="reservation_id"
+                ) from exc
+            raise
         if int(reply[0]) == 0:
             return ReserveOutcome(
                 False, blocked=holds[int(reply[1]) - 1].counter, blocked_used=int(reply[2])
@@ -335,8 +326,7 @@ class RedisBudgetBackend:
             self.sweep_batch,
             _pack(packed),
         ]
-        with _store_errors():
-            reply = cast(list[Any], await self._settle(keys=keys, args=args))
+        reply = cast(list[Any], await self._client.evalsha(self._settle, keys, args))
         status = cast(SettleStatus, str(reply[0]))
         changes = tuple(
             CounterChange(str(reply[i]), int(reply[i + 1]), int(reply[i + 2]))
@@ -347,46 +337,40 @@ class RedisBudgetBackend:
     async def release(self, reservation_id: str) -> bool:
         keys = [self._key("exp"), self._key("r:", reservation_id)]
         args: list[Any] = [reservation_id, self._keep_ms, self.key_prefix, self.sweep_batch]
-        with _store_errors():
-            return int(await self._release(keys=keys, args=args)) == 1
+        return int(await self._client.evalsha(self._release, keys, args)) == 1
 
     async def acknowledge(self, reservation_id: str) -> None:
-        with _store_errors():
-            await self._client.hdel(self._key("outbox"), reservation_id)
+        await self._client.execute("HDEL", self._key("outbox"), reservation_id)
 
     async def acknowledge_many(self, reservation_ids: Sequence[str]) -> None:
         """Drop a batch from the outbox in one round trip (one HDEL)."""
         if reservation_ids:
-            with _store_errors():
-                await self._client.hdel(self._key("outbox"), *reservation_ids)
+            await self._client.execute("HDEL", self._key("outbox"), *reservation_ids)
 
     async def pending(self) -> list[tuple[str, str]]:
-        with _store_errors():
-            entries = await self._client.hgetall(self._key("outbox"))
-        return [(str(k), str(v)) for k, v in entries.items()]
+        flat = cast(list[str], await self._client.execute("HGETALL", self._key("outbox")))
+        return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
 
     async def usage(self, counters: Sequence[str]) -> dict[str, int]:
         if not counters:
             return {}
-        with _store_errors():
-            values = await self._client.mget([self._key("c:", c) for c in counters])
+        values = cast(
+            list[str | None],
+            await self._client.execute("MGET", *[self._key("c:", c) for c in counters]),
+        )
         return {c: int(v or 0) for c, v in zip(counters, values, strict=True)}
 
     async def seed(self, counter: str, amount: int, expire_at: int = 0) -> bool:
         key = self._key("c:", counter)
-        with _store_errors():
-            if expire_at:
-                done = await self._client.set(key, amount, nx=True, exat=expire_at)
-            else:
-                done = await self._client.set(key, amount, nx=True)
-        return bool(done)
+        expiry: tuple[str | int, ...] = ("EXAT", expire_at) if expire_at else ()
+        done = await self._client.execute("SET", key, amount, "NX", *expiry)
+        return done is not None
 
     async def sweep(self) -> int:
-        with _store_errors():
-            swept = await self._sweep(
-                keys=[self._key("exp")], args=[self.key_prefix, self.sweep_batch]
-            )
+        swept = await self._client.evalsha(
+            self._sweep, [self._key("exp")], [self.key_prefix, self.sweep_batch]
+        )
         return int(swept)
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._client.close()
