@@ -5,7 +5,7 @@ Input verdicts that rewrite (``decision == "redact"``) carry the new conversatio
 ``null`` where the message is unchanged. :func:`apply_input_verdict` applies it; a gateway that
 cannot import this package does the same in three lines (see the README).
 
-Example:
+Examples:
     >>> from genai_factory.shared.models import ChatCompletionRequest
     >>> request = ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "hi"}])
     >>> [(s.index, s.role, s.text) for s in request_segments(request)]

@@ -5,7 +5,7 @@ into the platform's :class:`~genai_factory.shared.models.Finding` for a verdict.
 :func:`resolve_overlaps` keeps one detection per stretch of text so anonymisers never rewrite the
 same characters twice.
 
-Example:
+Examples:
     >>> a = Detection("EMAIL_ADDRESS", 0, 9, 0.9, "email", "rules", "a@b.co.uk")
     >>> b = Detection("URL", 2, 9, 0.5, "url", "rules", "b.co.uk")
     >>> [d.entity_type for d in resolve_overlaps([b, a])]

@@ -1,6 +1,6 @@
 """The gateway's OpenAPI document (served at ``/openapi.json``; schemathesis tests against it).
 
-Example:
+Examples:
     >>> sorted(openapi_spec()["paths"])[:3]
     ['/admin/deployments', '/admin/reload', '/admin/usage']
 """

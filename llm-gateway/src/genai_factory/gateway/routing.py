@@ -11,7 +11,7 @@ Policies: ``ordered`` (config order), ``cost`` (cheapest estimate first), ``late
 first; unmeasured ones get tried first), ``capability`` (the smallest context window that fits),
 ``weighted`` (random, proportional to weight), ``least_busy`` (fewest requests in flight).
 
-Example:
+Examples:
     >>> from genai_factory.gateway.providers.openai import OpenAICompatibleProvider
     >>> def dep(name, price):
     ...     return Deployment(name=name, model="m", input_cost_per_token=price,

@@ -7,7 +7,7 @@ settings did not change keep their breaker, statistics and connection pool; pipe
 removed deployments are closed once their requests drain. The named ``components`` and the
 ``mounts`` are built once, when the gateway starts: a reload that changes them is refused.
 
-Example:
+Examples:
     >>> from genai_factory.gateway.config import GatewaySettings
     >>> gateway = Gateway(GatewaySettings.model_validate({"deployments": [
     ...     {"model": "m", "base_url": "http://127.0.0.1:9/v1"}]}))

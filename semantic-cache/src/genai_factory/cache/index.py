@@ -12,7 +12,7 @@ their exact float32 vectors before any threshold). ``"ivf_flat"`` keeps float32 
 is a graph (slower to build, no training, weaker on unclustered vectors). Removal is a tombstone;
 the index is compacted when a quarter of it is dead.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> from genai_factory.cache.index import ScopedIndex
     >>> index = ScopedIndex(dimensions=2)
