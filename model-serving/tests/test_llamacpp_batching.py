@@ -121,8 +121,10 @@ async def test_mixed_batches_mostly_repeat_the_lone_answers(
     together = await asyncio.gather(
         *(batched.complete(_request(p, temperature=0, max_tokens=20)) for p in PROMPTS)
     )
-    same = sum(got.text() == text for got, text in zip(together, want, strict=True))
-    assert same >= len(PROMPTS) // 2
+    pairs = list(zip(together, want, strict=True))
+    openings = sum(got.text().split()[:3] == text.split()[:3] for got, text in pairs)
+    assert openings >= len(PROMPTS) - 1
+    assert any(got.text() == text for got, text in pairs)
     assert all(got.usage is not None and got.usage.completion_tokens > 0 for got in together)
 
 
@@ -221,7 +223,9 @@ async def test_a_shared_kv_cache_batches_and_keeps_each_sequence_to_its_own_cell
     reference: Any,
 ) -> None:
     # one KV cache for every slot: sequences must still attend only over their own cells (a
-    # wrong mask would mix answers); sums round differently, so most answers, not all, match
+    # wrong mask mixes answers from the first token on); batched sums round differently, so a
+    # near-tie may flip a later token: the openings must match, whole answers only mostly
+    # (a CI run once saw only 2 of 6 whole answers match)
     model = LlamaCppChatModel("smollm2", context_window=512, threads=1, parallel=3, kv_unified=True)
     try:
         want = [_expected(reference, p)["choices"][0]["message"]["content"] for p in PROMPTS]
@@ -232,8 +236,10 @@ async def test_a_shared_kv_cache_batches_and_keeps_each_sequence_to_its_own_cell
         stats = model.stats()
     finally:
         model.close()
-    same = sum(got.text() == text for got, text in zip(together, want, strict=True))
-    assert same >= len(PROMPTS) // 2
+    pairs = list(zip(together, want, strict=True))
+    openings = sum(got.text().split()[:3] == text.split()[:3] for got, text in pairs)
+    assert openings >= len(PROMPTS) - 1
+    assert any(got.text() == text for got, text in pairs)
     assert again.text().split()[:3] == want[0].split()[:3]
     assert stats["prompt_tokens_cached_total"] > 0 and stats["batch_width"] == 3
 
