@@ -203,6 +203,17 @@ async def echo_ok(command: list[Any], writer: asyncio.StreamWriter) -> bool:
     return True
 
 
+def reply_with(raw: bytes) -> Handler:
+    """A handler that answers every command with ``raw``."""
+
+    async def answer(command: list[Any], writer: asyncio.StreamWriter) -> bool:
+        writer.write(raw)
+        await writer.drain()
+        return True
+
+    return answer
+
+
 async def test_credentials_and_database_are_sent_once_per_connection() -> None:
     async with fake_redis(echo_ok) as (url, received, connections):
         client = RespClient(url.replace("://", "://svc:p%40ss@") + "/3")
@@ -216,11 +227,7 @@ async def test_credentials_and_database_are_sent_once_per_connection() -> None:
 
 
 async def test_a_refused_password_is_a_503_that_does_not_echo_it() -> None:
-    async def refuse(command: list[Any], writer: asyncio.StreamWriter) -> bool:
-        writer.write(b"-WRONGPASS invalid username-password pair\r\n")
-        await writer.drain()
-        return True
-
+    refuse = reply_with(b"-WRONGPASS invalid username-password pair\r\n")
     async with fake_redis(refuse) as (url, _, _):
         client = RespClient(url.replace("://", "://:hunter2@"))
         with pytest.raises(ServiceUnavailable) as caught:
@@ -251,12 +258,7 @@ async def test_a_dropped_connection_fails_the_call_and_the_next_call_reconnects(
 
 
 async def test_garbage_from_the_server_is_a_503_not_a_crash() -> None:
-    async def garbage(command: list[Any], writer: asyncio.StreamWriter) -> bool:
-        writer.write(b"?this is not RESP\r\n")
-        await writer.drain()
-        return True
-
-    async with fake_redis(garbage) as (url, _, _):
+    async with fake_redis(reply_with(b"?this is not RESP\r\n")) as (url, _, _):
         client = RespClient(url, timeout_s=2)
         try:
             with pytest.raises(ServiceUnavailable, match="protocol"):

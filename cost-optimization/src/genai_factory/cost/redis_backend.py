@@ -249,7 +249,7 @@ class RedisBudgetBackend:
         self.url_env = url_env
         self.timeout_s = timeout_s
         address = os.environ[url_env] if url_env else url
-        # our own small client (resp.py): redis-py's cost a call as much CPU as the budget logic;
+        # our own small client (resp.py): redis-py's took as much CPU a call as the budget logic;
         # it raises ServiceUnavailable (a 503 the caller may retry) for an unreachable, slow or
         # misbehaving server
         self._client = RespClient(address, timeout_s=timeout_s)

@@ -230,7 +230,7 @@ class RespClient:
                 f"budget store unavailable: no answer within {self.timeout_s:g} s",
                 retry_after=1.0,
             ) from exc
-        except (ConnectionError, OSError) as exc:
+        except OSError as exc:  # ConnectionError and ssl.SSLError are OSErrors
             raise ServiceUnavailable(
                 f"budget store unavailable: {type(exc).__name__}: {exc}", retry_after=1.0
             ) from exc

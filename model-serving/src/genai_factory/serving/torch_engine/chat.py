@@ -86,28 +86,13 @@ class _Detokenizer:
 class TorchChatModel:
     """A ``ChatModel`` served by our continuous-batching torch engine.
 
-    ``model`` and every argument after ``default_temperature`` are passed to
-    :class:`~genai_factory.serving.torch_engine.engine.TorchEngine`.
+    Every argument but ``default_max_tokens`` and ``default_temperature`` goes to
+    :class:`~genai_factory.serving.torch_engine.engine.TorchEngine`, whose docstring explains it.
 
     Args:
         model: a packaged model's name (``smollm2``) or a ``.gguf`` path.
         default_max_tokens: the answer's cap when a request sets none.
         default_temperature: the temperature when a request sets none.
-        block_size: token slots per KV-cache block.
-        kv_cache_mb: memory for the KV cache (sets the number of blocks).
-        max_batch_size: requests decoded together.
-        max_batched_tokens: tokens computed per step (prompts beyond wait a step).
-        max_model_len: prompt plus answer tokens per request.
-        enable_prefix_caching: share the KV of equal prompt prefixes across requests.
-        quantization: ``none``, ``int8``, ``int8-dynamic`` or ``int4`` weights.
-        speculative: ``None``, ``ngram`` (prompt lookup) or ``draft`` (self-speculative).
-        num_speculative_tokens: draft tokens per step.
-        draft_layers: layers of the self-speculative draft model.
-        adaptive_speculation: per request, draft only as many tokens as its acceptance rate
-            pays for, and back off to rare probes when none pays.
-        speculative_max_batch_size: draft only while at most this many requests run.
-        threads: torch intra-op threads for the whole process (``None``: leave as is).
-        seed: the sampling seed of requests that give none.
     """
 
     def __init__(
