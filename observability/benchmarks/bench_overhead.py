@@ -7,6 +7,8 @@
   exporter as ``otel-bare`` (isolates the instrumentation from the store's write cost);
 * ``ours``: ``GenAITelemetry.chat`` as configured by default (spans to the SQLite store through a
   bounded batch processor, the convention's metrics, pricing, Prometheus reader);
+* ``ours, SDK spans``: the same, but GenAI spans come from the SDK's own tracer instead of the
+  :class:`DirectTracer` (same sampler, ids, processors and exporter): what the direct spans save;
 * ``ours, SDK-aggregated histograms``: the same, but the three histogram values of a call go
   through the SDK's ``Histogram.record`` (on the deferred-metrics thread) instead of our
   in-process aggregation: what the aggregation saves;
@@ -127,12 +129,13 @@ def variant_otel_bare() -> tuple[Callable[[], None], Callable[[], None], Callabl
 
 
 def variant_ours(
-    folder: Path, capture: bool, store: bool = True, aggregate: bool = True
+    folder: Path, capture: bool, store: bool = True, aggregate: bool = True, direct: bool = True
 ) -> tuple[Callable[[], None], Callable[[], None], Callable[[], None]]:
     config = TelemetryConfig(
-        sqlite_path=folder / f"ours-{capture}-{store}-{aggregate}.db",
+        sqlite_path=folder / f"ours-{capture}-{store}-{aggregate}-{direct}.db",
         capture_content=capture,
         aggregate_histograms=aggregate,
+        direct_spans=direct,
     )
     if store:
         telemetry = setup_telemetry(config)
@@ -259,6 +262,7 @@ def main() -> int:
         "otel-bare": variant_otel_bare(),
         "ours (spans discarded)": variant_ours(folder, capture=False, store=False),
         "ours": variant_ours(folder, capture=False),
+        "ours, SDK spans": variant_ours(folder, capture=False, direct=False),
         "ours, SDK-aggregated histograms": variant_ours(folder, capture=False, aggregate=False),
         "ours+content": variant_ours(folder, capture=True),
         "langfuse": variant_langfuse(sink),

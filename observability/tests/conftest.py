@@ -12,11 +12,12 @@ import pytest
 import uvicorn
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SynchronousMultiSpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from starlette.applications import Starlette
 
+from genai_factory.observability.direct import DirectTracer
 from genai_factory.observability.pricing import PriceTable
 from genai_factory.observability.tracing import GenAITelemetry
 
@@ -52,27 +53,34 @@ class Captured:
         return points
 
 
-def make_captured(**kwargs: Any) -> Captured:
+def make_captured(direct: bool = False, **kwargs: Any) -> Captured:
+    """A GenAITelemetry whose spans and metrics are kept in memory; ``direct``: its GenAI spans
+    come from a DirectTracer on the provider's processors, as ``setup_telemetry`` builds it."""
     exporter = InMemorySpanExporter()
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    processor = SynchronousMultiSpanProcessor()
+    processor.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer_provider = TracerProvider(active_span_processor=processor)
     reader = InMemoryMetricReader()
     meter_provider = MeterProvider(metric_readers=[reader])
     kwargs.setdefault("price_table", PriceTable.load())
+    if direct:
+        kwargs["tracer"] = DirectTracer(processor, resource=tracer_provider.resource)
     telemetry = GenAITelemetry(
         tracer_provider=tracer_provider, meter_provider=meter_provider, **kwargs
     )
     return Captured(telemetry, exporter, reader, tracer_provider, meter_provider)
 
 
-@pytest.fixture
-def captured() -> Captured:
-    return make_captured()
+# Every test of the GenAI spans runs on both tracers: the SDK's and ours (direct.py).
+@pytest.fixture(params=["sdk-tracer", "direct-tracer"])
+def captured(request: pytest.FixtureRequest) -> Captured:
+    return make_captured(direct=request.param == "direct-tracer")
 
 
-@pytest.fixture
-def captured_factory() -> Any:
-    return make_captured
+@pytest.fixture(params=["sdk-tracer", "direct-tracer"])
+def captured_factory(request: pytest.FixtureRequest) -> Any:
+    direct = request.param == "direct-tracer"
+    return lambda **kwargs: make_captured(direct=direct, **kwargs)
 
 
 def free_port() -> int:

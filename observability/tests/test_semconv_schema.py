@@ -510,10 +510,15 @@ async def run_every_helper(captured: Captured) -> None:
                 _ = 1 / 0
 
 
+@pytest.mark.parametrize("direct", [False, True], ids=["sdk-tracer", "direct-tracer"])
 @pytest.mark.parametrize("role", ["client", "server"])
-async def test_every_span_and_metric_matches_the_convention(role: str) -> None:
+async def test_every_span_and_metric_matches_the_convention(role: str, direct: bool) -> None:
     captured = make_captured(
-        role=role, capture_content=True, server_address="api.example.com", server_port=443
+        direct=direct,
+        role=role,
+        capture_content=True,
+        server_address="api.example.com",
+        server_port=443,
     )
     await run_every_helper(captured)
     spans = captured.spans()

@@ -80,6 +80,8 @@ def _attributes(span: ReadableSpan) -> dict[str, Any]:
     which is used directly when it is there.
     """
     bounded = getattr(span, "_attributes", None)
+    if type(bounded) is dict:  # DirectTracer's spans hold a plain dict already
+        return bounded
     plain = getattr(bounded, "_dict", None)
     if isinstance(plain, dict):
         return plain

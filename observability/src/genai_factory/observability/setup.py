@@ -41,13 +41,14 @@ from opentelemetry.sdk.metrics.export import (
     PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, ParentBasedTraceIdRatio
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from genai_factory.observability.alerts import AlertNotifier, AlertRule
 from genai_factory.observability.cost import CostTracker
+from genai_factory.observability.direct import DirectTracer
 from genai_factory.observability.exporters import SQLiteSpanExporter
 from genai_factory.observability.histograms import (
     HistogramAggregator,
@@ -123,6 +124,9 @@ class TelemetryConfig(BaseModel):
     install_global: bool = False
     # Trace ids that begin with the time (ids.py): the trace store's index grows at one end.
     time_ordered_trace_ids: bool = True
+    # GenAI spans through DirectTracer (direct.py): the same sampler, ids, limits, processors
+    # and exporters, without the SDK's per-span bookkeeping. False: the SDK's own tracer.
+    direct_spans: bool = True
 
 
 class ObservabilitySettings(GFSettings):
@@ -216,10 +220,14 @@ def setup_telemetry(
         if config.sample_ratio >= 1.0
         else ParentBasedTraceIdRatio(config.sample_ratio)
     )
+    id_generator = TimeOrderedIdGenerator() if config.time_ordered_trace_ids else None
+    # One processor chain, shared by the SDK's tracer (everyone else's spans) and ours.
+    span_processor = SynchronousMultiSpanProcessor()  # type: ignore[no-untyped-call]
     tracer_provider = TracerProvider(
         resource=resource,
         sampler=sampler,
-        id_generator=TimeOrderedIdGenerator() if config.time_ordered_trace_ids else None,
+        id_generator=id_generator,
+        active_span_processor=span_processor,
     )
     store = (
         TelemetryStore(config.sqlite_path, retention_s=config.retention_s)
@@ -234,7 +242,7 @@ def setup_telemetry(
             sqlite_exporter = exporter
         exporters.append(exporter)
     for exporter in [*exporters, *(extra_span_exporters or [])]:
-        tracer_provider.add_span_processor(
+        span_processor.add_span_processor(
             BatchSpanProcessor(
                 exporter,
                 max_queue_size=config.max_queue_size,
@@ -285,6 +293,15 @@ def setup_telemetry(
     prices = config.prices.load()
     genai = GenAITelemetry(
         tracer_provider=tracer_provider,
+        tracer=DirectTracer(
+            span_processor,
+            resource=resource,
+            sampler=sampler,
+            id_generator=tracer_provider.id_generator,
+            scope_name=_SCOPE,
+        )
+        if config.direct_spans
+        else None,
         meter_provider=meter_provider,
         provider_name=config.provider_name,
         capture_content=config.capture_content,

@@ -521,6 +521,9 @@ class GenAITelemetry:
             request path; ``metrics.flush()`` drains it.
         histogram_aggregator: aggregate the GenAI histograms in-process (see
             :mod:`~genai_factory.observability.histograms`); the metric readers must merge it.
+        tracer: the tracer GenAI spans come from, instead of ``tracer_provider``'s (e.g. the
+            :class:`~genai_factory.observability.direct.DirectTracer` that ``setup_telemetry``
+            builds).
     """
 
     def __init__(
@@ -537,6 +540,7 @@ class GenAITelemetry:
         server_port: int | None = None,
         defer_metrics: bool = False,
         histogram_aggregator: HistogramAggregator | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.provider_name = provider_name
         self.capture_content = capture_content
@@ -546,7 +550,7 @@ class GenAITelemetry:
         self.price_table = price_table
         self.server_address = server_address
         self.server_port = server_port
-        self._tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(_SCOPE)
+        self._tracer = tracer or (tracer_provider or trace.get_tracer_provider()).get_tracer(_SCOPE)
         self.defer_metrics = defer_metrics
         self.metrics = GenAIMetrics(
             meter_provider, role, defer=defer_metrics, aggregator=histogram_aggregator
