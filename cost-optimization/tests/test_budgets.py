@@ -507,6 +507,37 @@ async def test_a_failed_deferred_write_is_retried_from_the_outbox(
     await engine.close()
 
 
+async def test_flush_and_a_full_batch_do_not_wait_out_the_interval(
+    redis_url: str, redis_namespace: str, tmp_path: Path, make_chat: Any, alice: Principal
+) -> None:
+    ledger = _CountingLedger(tmp_path / "prompt.sqlite3")
+    engine = BudgetPolicyEngine(
+        budgets=[{"scope": "team", "period": "total", "limit_usd": "100"}],
+        backend=RedisBudgetBackend(redis_url, key_prefix=redis_namespace),
+        ledger=ledger,
+        ledger_write="deferred",
+        flush_batch=3,
+        flush_interval_s=60,  # the longest allowed: a write that waited for it fails the test
+    )
+
+    async def settle(name: str) -> None:
+        reservation = await engine.reserve(alice, make_chat(), Decimal("0.02"))
+        await engine.settle(reservation, record(name, "0.01"))
+
+    await settle("w-0")  # one record: the flusher waits for more
+    await asyncio.wait_for(engine.flush(), timeout=5)  # flush() wakes it
+    assert ledger.batches == [1]
+    for i in range(1, 4):  # three records fill a batch: written without flush()
+        await settle(f"w-{i}")
+    for _ in range(100):
+        if sum(ledger.batches) == 4:
+            break
+        await asyncio.sleep(0.05)
+    assert ledger.batches == [1, 3]
+    assert await engine.backend.pending() == []
+    await asyncio.wait_for(engine.close(), timeout=5)
+
+
 async def test_close_writes_what_is_queued_even_with_a_plain_ledger(
     redis_url: str, redis_namespace: str, make_chat: Any, alice: Principal
 ) -> None:
