@@ -81,23 +81,32 @@ def overhead_section(data: dict[str, Any]) -> list[str]:
             f"SQLite: {verdict(total)} ({total:.1f} µs). The bare SDK's span alone adds "
             f"{bare:.1f} µs."
         )
+
+        def moves(how: str, other: dict[str, Any]) -> str:
+            return (
+                f"{how} moves the request path from {other['added_us_per_call']:.1f} to "
+                f"{ours['added_us_per_call']:.1f} µs and the total from "
+                f"{other['added_us_incl_background']:.1f} to "
+                f"{ours['added_us_incl_background']:.1f} µs."
+            )
+
         sdk_spans = rows.get("ours, SDK spans")
         if sdk_spans is not None:
             lines.append(
-                f"Making GenAI spans with our `DirectTracer` instead of the SDK's tracer (same "
-                f"sampler, ids, processors and exporter) moves the request path from "
-                f"{sdk_spans['added_us_per_call']:.1f} to {ours['added_us_per_call']:.1f} µs "
-                f"and the total from {sdk_spans['added_us_incl_background']:.1f} to "
-                f"{ours['added_us_incl_background']:.1f} µs."
+                moves(
+                    "Making GenAI spans with our `DirectTracer` instead of the SDK's tracer "
+                    "(same sampler, ids, processors and exporter)",
+                    sdk_spans,
+                )
             )
         sdk_hist = rows.get("ours, SDK-aggregated histograms")
         if sdk_hist is not None:
             lines.append(
-                f"Aggregating the call's histograms in-process instead of through the SDK's "
-                f"`Histogram.record` moves the request path from "
-                f"{sdk_hist['added_us_per_call']:.1f} to {ours['added_us_per_call']:.1f} µs "
-                f"and the total from {sdk_hist['added_us_incl_background']:.1f} to "
-                f"{ours['added_us_incl_background']:.1f} µs."
+                moves(
+                    "Aggregating the call's histograms in-process instead of through the "
+                    "SDK's `Histogram.record`",
+                    sdk_hist,
+                )
             )
         langfuse = rows.get("langfuse")
         if langfuse is not None and ours["added_us_per_call"] > 0:

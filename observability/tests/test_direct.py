@@ -95,8 +95,6 @@ class Opaque:
     __slots__ = ()
 
 
-Opaque.__repr__ = object.__repr__  # type: ignore[method-assign]
-
 scalars = st.one_of(
     st.booleans(),
     st.integers(min_value=-(2**70), max_value=2**70),
@@ -191,7 +189,7 @@ def test_events_links_status_and_exceptions_match_the_sdk() -> None:
     theirs, ours = pair.run(script)
     assert view(ours) == view(theirs)
     assert view(ours)["status"] == (StatusCode.ERROR, "worse")
-    assert [event.name for event in ours.events] == ["first", "exception"][-2:]
+    assert [event.name for event in ours.events] == ["first", "exception"]
 
 
 def test_ok_is_final_and_a_status_with_a_description_argument_keeps_its_own() -> None:

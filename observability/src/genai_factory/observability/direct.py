@@ -203,21 +203,20 @@ class DirectSpan(trace.Span):
 
     # -- events, links, status ----------------------------------------------------------------
 
-    def _new_links(self, links: Sequence[Link]) -> BoundedList[Link]:
+    def _link(self, context: SpanContext, attributes: types.Attributes) -> Link:
         limits = self._limits
+        bounded = BoundedAttributes(
+            limits.max_link_attributes, attributes, max_value_len=limits.max_attribute_length
+        )
+        return Link(context, bounded)
+
+    def _new_links(self, links: Sequence[Link]) -> BoundedList[Link]:
         kept = [
-            Link(
-                link.context,
-                BoundedAttributes(
-                    limits.max_link_attributes,
-                    link.attributes,
-                    max_value_len=limits.max_attribute_length,
-                ),
-            )
+            self._link(link.context, link.attributes)
             for link in links
             if link and _valid_link(link.context, link.attributes)
         ]
-        return BoundedList.from_seq(limits.max_links, kept)
+        return BoundedList.from_seq(self._limits.max_links, kept)
 
     def _ended(self, what: str) -> bool:
         if self._end_time is not None:
@@ -248,17 +247,7 @@ class DirectSpan(trace.Span):
     def add_link(self, context: SpanContext, attributes: types.Attributes = None) -> None:
         if not _valid_link(context, attributes) or self._ended("add_link"):
             return
-        limits = self._limits
-        self._links.append(
-            Link(
-                context,
-                BoundedAttributes(
-                    limits.max_link_attributes,
-                    attributes,
-                    max_value_len=limits.max_attribute_length,
-                ),
-            )
-        )
+        self._links.append(self._link(context, attributes))
 
     def update_name(self, name: str) -> None:
         if not self._ended("update_name"):
